@@ -1,0 +1,430 @@
+"""Convert CLIP checkpoints into GA-DMS model directories.
+
+Sources:
+
+- a transformers CLIP checkpoint directory (e.g. a local copy of `openai/clip-vit-base-patch16`);
+- an OpenAI-format state dict (`visual.*`, `transformer.*`, `token_embedding.*`, ...: the format the paper's
+  code loads; a `.pt`/`.pth` pickle, an OpenAI TorchScript archive, or `.safetensors`).
+
+The vision position grid is resized bilinearly once, at conversion time, to the target resolution (384x128 by
+default). The tokenizer is converted so that `<|mask|>` takes the id of CLIP's last BPE merge (49405).
+
+Command line: `python -m modeling_gadms.convert --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import zipfile
+from pathlib import Path
+
+import torch
+from transformers import CLIPModel
+
+from .configuration_gadms import GADMSConfig, image_size_hw
+from .modeling_gadms import GADMSModel, resize_position_embedding
+from .processing_gadms import GADMSProcessor, person_image_processor
+from .tokenization import (
+    CLIP_NUM_MERGES,
+    build_tokenizer,
+    clip_merges_for_gadms,
+    read_merges,
+    tokenizer_from_clip_files,
+    tokenizer_from_clip_vocab,
+)
+
+# OpenAI-format residual block keys -> transformers CLIP encoder layer keys (besides the fused in_proj).
+_BLOCK_RENAMES = {
+    "attn.out_proj": "self_attn.out_proj",
+    "ln_1": "layer_norm1",
+    "ln_2": "layer_norm2",
+    "mlp.c_fc": "mlp.fc1",
+    "mlp.c_proj": "mlp.fc2",
+}
+# OpenAI-format top-level keys -> GA-DMS keys (projections are transposed separately).
+_TOP_RENAMES = {
+    "visual.class_embedding": "vision_model.embeddings.class_embedding",
+    "visual.conv1.weight": "vision_model.embeddings.patch_embedding.weight",
+    "visual.ln_pre.weight": "vision_model.pre_layrnorm.weight",
+    "visual.ln_pre.bias": "vision_model.pre_layrnorm.bias",
+    "visual.ln_post.weight": "vision_model.post_layernorm.weight",
+    "visual.ln_post.bias": "vision_model.post_layernorm.bias",
+    "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+    "positional_embedding": "text_model.embeddings.position_embedding.weight",
+    "ln_final.weight": "text_model.final_layer_norm.weight",
+    "ln_final.bias": "text_model.final_layer_norm.bias",
+}
+_TRANSPOSED = {"visual.proj": "visual_projection.weight", "text_projection": "text_projection.weight"}
+_VISION_POSITIONS = ("visual.positional_embedding", "vision_model.embeddings.position_embedding.weight")
+# Entries of OpenAI / open_clip state dicts that GA-DMS has no use for (it uses a fixed temperature).
+_IGNORED_OPENAI_KEYS = {"logit_scale", "input_resolution", "context_length", "vocab_size", "attn_mask"}
+_TOWERS = (("visual.transformer.resblocks.", "vision_model.encoder.layers."), ("transformer.resblocks.", "text_model.encoder.layers."))
+
+
+class ConversionError(ValueError):
+    """A checkpoint cannot be converted; the message lists the offending keys."""
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint's tensors without executing pickled code.
+
+    `.safetensors` files are read with safetensors; pickles with `torch.load(weights_only=True)`; an OpenAI
+    TorchScript archive (such as `ViT-B-16.pt`) with `torch.jit.load`, which runs no Python pickle. A dict
+    holding `state_dict` or `model` is unwrapped and a DistributedDataParallel `module.` prefix is removed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    elif _is_torchscript(path):
+        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    else:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConversionError(f"{path} does not hold a state dict of tensors (nor one under 'state_dict'/'model')")
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
+def _count_blocks(state_dict: dict[str, torch.Tensor], prefix: str) -> int:
+    indices = {int(m.group(1)) for k in state_dict if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
+    return max(indices) + 1 if indices else 0
+
+
+def openai_architecture(state_dict: dict[str, torch.Tensor]) -> dict:
+    """Infer the CLIP architecture (widths, depths, patch, vocabulary, source grid) of an OpenAI-format state dict."""
+    if "visual.conv1.weight" not in state_dict:
+        missing = "visual.conv1.weight" if "visual.layer1.0.conv1.weight" not in state_dict else "a ViT visual tower"
+        raise ConversionError(f"not an OpenAI-format CLIP ViT state dict (no {missing}); ResNet CLIPs are not supported")
+    conv = state_dict["visual.conv1.weight"]
+    num_positions = state_dict["visual.positional_embedding"].shape[0]
+    side = math.isqrt(num_positions - 1)
+    return {
+        "vision_width": conv.shape[0],
+        "patch_size": conv.shape[-1],
+        "vision_layers": _count_blocks(state_dict, "visual.transformer.resblocks."),
+        "vision_intermediate": state_dict["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+        "num_positions": num_positions,
+        "square_grid": (side, side) if side * side == num_positions - 1 else None,
+        "text_width": state_dict["ln_final.weight"].shape[0],
+        "text_layers": _count_blocks(state_dict, "transformer.resblocks."),
+        "text_intermediate": state_dict["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+        "context_length": state_dict["positional_embedding"].shape[0],
+        "vocab_size": state_dict["token_embedding.weight"].shape[0],
+        "embed_dim": state_dict["text_projection"].shape[1],
+    }
+
+
+def gadms_config_from_openai(
+    state_dict: dict[str, torch.Tensor],
+    image_size: tuple[int, int] = (384, 128),
+    vision_heads: int | None = None,
+    text_heads: int | None = None,
+    **config_kwargs,
+) -> GADMSConfig:
+    """A [`GADMSConfig`] matching an OpenAI-format CLIP state dict, at `image_size` (height, width).
+
+    Head counts default to width / 64, as in OpenAI CLIP. Special token ids follow the GA-DMS vocabulary layout
+    (the last three ids are `<|mask|>`, SOT, EOT). Extra keyword arguments are passed to the config.
+    """
+    arch = openai_architecture(state_dict)
+    vocab = arch["vocab_size"]
+    text = {
+        "vocab_size": vocab,
+        "hidden_size": arch["text_width"],
+        "intermediate_size": arch["text_intermediate"],
+        "num_hidden_layers": arch["text_layers"],
+        "num_attention_heads": text_heads or max(arch["text_width"] // 64, 1),
+        "max_position_embeddings": arch["context_length"],
+        "projection_dim": arch["embed_dim"],
+        "bos_token_id": vocab - 2,
+        "eos_token_id": vocab - 1,
+    }
+    vision = {
+        "hidden_size": arch["vision_width"],
+        "intermediate_size": arch["vision_intermediate"],
+        "num_hidden_layers": arch["vision_layers"],
+        "num_attention_heads": vision_heads or max(arch["vision_width"] // 64, 1),
+        "image_size": list(image_size_hw(image_size)),
+        "patch_size": arch["patch_size"],
+        "projection_dim": arch["embed_dim"],
+    }
+    defaults = {
+        "text_config": text,
+        "vision_config": vision,
+        "projection_dim": arch["embed_dim"],
+        "mask_token_id": vocab - 3,
+        "gass_layers": min(8, arch["text_layers"]),
+    }
+    return GADMSConfig(**{**defaults, **config_kwargs})
+
+
+def _source_grid(num_positions: int, target_grid: tuple[int, int], source_image_size, patch_size: int):
+    if source_image_size is not None:
+        height, width = image_size_hw(source_image_size)
+        return height // patch_size, width // patch_size
+    if num_positions - 1 == target_grid[0] * target_grid[1]:
+        return target_grid
+    side = math.isqrt(num_positions - 1)
+    if side * side == num_positions - 1:
+        return side, side
+    raise ConversionError(
+        f"cannot tell the patch grid of a {num_positions - 1}-patch position table; pass the source image size"
+    )
+
+
+def openai_to_gadms_state_dict(
+    state_dict: dict[str, torch.Tensor], config: GADMSConfig, source_image_size=None
+) -> dict[str, torch.Tensor]:
+    """Rename an OpenAI-format CLIP state dict to GA-DMS keys, splitting fused q/k/v and resizing positions.
+
+    Keys that are neither CLIP weights nor known metadata raise a [`ConversionError`] listing all of them.
+    """
+    patch = config.vision_config.patch_size
+    target_grid = (config.image_size[0] // patch, config.image_size[1] // patch)
+    out, unknown = {}, []
+    for key, value in state_dict.items():
+        if key in _IGNORED_OPENAI_KEYS:
+            continue
+        if key in _TOP_RENAMES:
+            out[_TOP_RENAMES[key]] = value
+        elif key in _TRANSPOSED:
+            out[_TRANSPOSED[key]] = value.t().contiguous()
+        elif key == _VISION_POSITIONS[0]:
+            grid = _source_grid(value.shape[0], target_grid, source_image_size, patch)
+            out[_VISION_POSITIONS[1]] = resize_position_embedding(value, grid, target_grid)
+        elif not _rename_block_key(key, value, out):
+            unknown.append(key)
+    if unknown:
+        raise ConversionError(f"unknown keys in the OpenAI-format state dict: {sorted(unknown)}")
+    return out
+
+
+def _rename_block_key(key: str, value: torch.Tensor, out: dict) -> bool:
+    for source_prefix, target_prefix in _TOWERS:
+        match = re.fullmatch(re.escape(source_prefix) + r"(\d+)\.(.+)", key)
+        if not match:
+            continue
+        layer, rest = target_prefix + match.group(1) + ".", match.group(2)
+        if rest in ("attn.in_proj_weight", "attn.in_proj_bias"):
+            kind = rest.rsplit("_", 1)[-1]
+            for name, part in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
+                out[f"{layer}self_attn.{name}.{kind}"] = part.contiguous()
+            return True
+        module, _, param = rest.rpartition(".")
+        if module in _BLOCK_RENAMES:
+            out[f"{layer}{_BLOCK_RENAMES[module]}.{param}"] = value
+            return True
+    return False
+
+
+def gadms_to_openai_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of [`openai_to_gadms_state_dict`] for the encoder weights (at the model's own grid).
+
+    Keys outside the two towers and their projections (e.g. an MTP decoder) are left out.
+    """
+    top = {v: k for k, v in _TOP_RENAMES.items()}
+    transposed = {v: k for k, v in _TRANSPOSED.items()}
+    blocks = {v: k for k, v in _BLOCK_RENAMES.items()}
+    out, fused = {}, {}
+    for key, value in state_dict.items():
+        if key in top:
+            out[top[key]] = value
+        elif key in transposed:
+            out[transposed[key]] = value.t().contiguous()
+        elif key == _VISION_POSITIONS[1]:
+            out[_VISION_POSITIONS[0]] = value
+        else:
+            for source_prefix, target_prefix in _TOWERS:
+                match = re.fullmatch(re.escape(target_prefix) + r"(\d+)\.(.+)\.(weight|bias)", key)
+                if not match:
+                    continue
+                layer, module, param = source_prefix + match.group(1) + ".", match.group(2), match.group(3)
+                if module.startswith("self_attn.") and module[len("self_attn."):] in ("q_proj", "k_proj", "v_proj"):
+                    fused.setdefault((layer, param), {})[module[len("self_attn."):]] = value
+                elif module in blocks:
+                    out[f"{layer}{blocks[module]}.{param}"] = value
+    for (layer, param), parts in fused.items():
+        out[f"{layer}attn.in_proj_{param}"] = torch.cat([parts["q_proj"], parts["k_proj"], parts["v_proj"]], dim=0)
+    return out
+
+
+def load_into(model: GADMSModel, state_dict: dict[str, torch.Tensor], source: str) -> GADMSModel:
+    """Load converted weights, raising a [`ConversionError`] that lists every missing or unexpected key."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    if missing or unexpected:
+        raise ConversionError(f"{source}: missing keys {missing}; unexpected keys {unexpected}")
+    shapes = [f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state_dict.items() if v.shape != expected[k].shape]
+    if shapes:
+        raise ConversionError(f"{source}: shape mismatches (checkpoint vs model): {shapes}")
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def convert_openai_state_dict(
+    state_dict: dict[str, torch.Tensor], image_size=(384, 128), source_image_size=None, **config_kwargs
+) -> GADMSModel:
+    """Build a [`GADMSModel`] from an OpenAI-format CLIP state dict (see [`gadms_config_from_openai`])."""
+    config = gadms_config_from_openai(state_dict, image_size=image_size, **config_kwargs)
+    converted = openai_to_gadms_state_dict(state_dict, config, source_image_size=source_image_size)
+    return load_into(GADMSModel(config), converted, "OpenAI-format state dict")
+
+
+def convert_clip_model(clip: CLIPModel, image_size=None, **config_kwargs) -> GADMSModel:
+    """Build a [`GADMSModel`] from a transformers `CLIPModel` (default target 384x128; `None` keeps CLIP's size)."""
+    clip_text = clip.config.text_config.to_dict()
+    clip_vision = clip.config.vision_config.to_dict()
+    source_size = image_size_hw(clip_vision["image_size"])
+    target_size = image_size_hw(image_size) if image_size is not None else source_size
+    vocab = clip_text["vocab_size"]
+    drop = ("model_type", "transformers_version", "architectures", "dtype", "torch_dtype")
+    text = {k: v for k, v in clip_text.items() if k not in drop}
+    text.update(pad_token_id=0, bos_token_id=vocab - 2, eos_token_id=vocab - 1)
+    vision = {k: v for k, v in clip_vision.items() if k not in drop}
+    vision["image_size"] = list(target_size)
+    defaults = {
+        "text_config": text,
+        "vision_config": vision,
+        "projection_dim": clip.config.projection_dim,
+        "mask_token_id": vocab - 3,
+        "gass_layers": min(8, text["num_hidden_layers"]),
+    }
+    config = GADMSConfig(**{**defaults, **config_kwargs})
+    state = {k: v for k, v in clip.state_dict().items() if k != "logit_scale"}
+    patch = config.vision_config.patch_size
+    key = _VISION_POSITIONS[1]
+    state[key] = resize_position_embedding(
+        state[key], (source_size[0] // patch, source_size[1] // patch), (target_size[0] // patch, target_size[1] // patch)
+    )
+    return load_into(GADMSModel(config), state, "transformers CLIP checkpoint")
+
+
+def tokenizer_from_directory(directory: str | Path):
+    """GA-DMS tokenizer from a transformers CLIP tokenizer directory (`vocab.json` + `merges.txt`, or `tokenizer.json`)."""
+    directory = Path(directory)
+    if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
+        return tokenizer_from_clip_files(directory / "vocab.json", directory / "merges.txt")
+    if (directory / "tokenizer.json").is_file():
+        model = json.loads((directory / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+        return tokenizer_from_clip_vocab(model["vocab"], merges, source=str(directory / "tokenizer.json"))
+    raise FileNotFoundError(f"{directory} has no CLIP tokenizer (vocab.json + merges.txt, or tokenizer.json)")
+
+
+def tokenizer_from_bpe_file(path: str | Path):
+    """GA-DMS tokenizer from OpenAI's BPE merges file (`bpe_simple_vocab_16e6.txt.gz`)."""
+    return build_tokenizer(clip_merges_for_gadms(read_merges(path, limit=CLIP_NUM_MERGES)))
+
+
+def _default_bpe_file() -> str | None:
+    try:
+        from open_clip.tokenizer import default_bpe
+    except ImportError:
+        return None
+    return default_bpe()
+
+
+def save_converted(model: GADMSModel, tokenizer, output_dir: str | Path) -> Path:
+    """Save model (safetensors), processor and code to `output_dir`; check the tokenizer matches the model."""
+    if len(tokenizer) != model.config.text_config.vocab_size:
+        raise ConversionError(
+            f"the tokenizer has {len(tokenizer)} tokens but the text tower's vocabulary has "
+            f"{model.config.text_config.vocab_size}"
+        )
+    if tokenizer.mask_token_id != model.config.mask_token_id:
+        raise ConversionError(f"tokenizer <|mask|> id {tokenizer.mask_token_id} != config {model.config.mask_token_id}")
+    height, width = model.config.image_size
+    processor = GADMSProcessor(person_image_processor(height, width), tokenizer)
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    return output_dir
+
+
+def _parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m modeling_gadms.convert",
+        description="Convert a CLIP checkpoint into a GA-DMS model directory (safetensors + processor + code).",
+    )
+    sub = parser.add_subparsers(dest="source", required=True)
+
+    def common(p):
+        p.add_argument("output_dir", help="where to save the GA-DMS model")
+        p.add_argument("--image-size", type=int, nargs=2, default=[384, 128], metavar=("HEIGHT", "WIDTH"),
+                       help="target input resolution (default: 384 128)")
+        p.add_argument("--preset", choices=["paper", "released"], default="paper",
+                       help="GA-DMS training settings to store in the config (default: paper)")
+
+    clip = sub.add_parser("clip", help="a transformers CLIP checkpoint directory (e.g. openai/clip-vit-base-patch16)")
+    clip.add_argument("clip_dir", help="directory with config.json, weights and tokenizer files")
+    common(clip)
+
+    openai = sub.add_parser("openai", help="an OpenAI-format CLIP state dict (.pt/.pth/.safetensors)")
+    openai.add_argument("checkpoint", help="state dict file (e.g. OpenAI's ViT-B-16.pt)")
+    common(openai)
+    openai.add_argument("--bpe", help="OpenAI BPE merges file bpe_simple_vocab_16e6.txt.gz "
+                                      "(default: the copy inside open_clip, when installed)")
+    openai.add_argument("--tokenizer", help="a transformers CLIP tokenizer directory, instead of --bpe")
+    openai.add_argument("--source-image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+                        help="input size of the checkpoint when its position grid is not square")
+    openai.add_argument("--vision-heads", type=int, help="vision attention heads (default: width / 64)")
+    openai.add_argument("--text-heads", type=int, help="text attention heads (default: width / 64)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    """Command-line entry point."""
+    args = _parse_args(argv)
+    from .configuration_gadms import PRESETS
+
+    preset = PRESETS[args.preset]
+    try:
+        if args.source == "clip":
+            clip = CLIPModel.from_pretrained(args.clip_dir)
+            model = convert_clip_model(clip, image_size=tuple(args.image_size), **preset)
+            tokenizer = tokenizer_from_directory(args.clip_dir)
+        else:
+            state_dict = load_state_dict(args.checkpoint)
+            model = convert_openai_state_dict(
+                state_dict,
+                image_size=tuple(args.image_size),
+                source_image_size=args.source_image_size,
+                vision_heads=args.vision_heads,
+                text_heads=args.text_heads,
+                **preset,
+            )
+            if args.tokenizer:
+                tokenizer = tokenizer_from_directory(args.tokenizer)
+            else:
+                bpe = args.bpe or _default_bpe_file()
+                if bpe is None:
+                    raise ConversionError("no tokenizer: pass --bpe FILE or --tokenizer DIR (or install open_clip_torch)")
+                tokenizer = tokenizer_from_bpe_file(bpe)
+        out = save_converted(model, tokenizer, args.output_dir)
+    except (ConversionError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"saved GA-DMS model to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

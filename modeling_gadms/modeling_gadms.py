@@ -1,0 +1,314 @@
+"""GA-DMS model: a CLIP dual encoder for text-to-person retrieval, built from transformers' CLIP modules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.clip.modeling_clip import (
+    CLIPEncoder,
+    CLIPPreTrainedModel,
+    CLIPTextModel,
+    CLIPVisionEmbeddings,
+    CLIPVisionModel,
+)
+from transformers.utils import ModelOutput
+
+from .configuration_gadms import GADMSConfig, image_size_hw
+
+
+def resize_position_embedding(
+    position_embedding: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]
+) -> torch.Tensor:
+    """Resize a ViT position table `[1 + gh * gw, dim]` from one patch grid to another.
+
+    The CLS position is kept; the patch positions are resized as a `(height, width)` image with bilinear
+    interpolation (`align_corners=False`), the way CLIP checkpoints are adapted to 384x128 person crops.
+    """
+    old_grid, new_grid = tuple(old_grid), tuple(new_grid)
+    if position_embedding.shape[0] != 1 + old_grid[0] * old_grid[1]:
+        raise ValueError(
+            f"position table has {position_embedding.shape[0]} rows, expected 1 + {old_grid[0]}x{old_grid[1]}"
+        )
+    if old_grid == new_grid:
+        return position_embedding
+    cls_pos, patch_pos = position_embedding[:1], position_embedding[1:]
+    dim = patch_pos.shape[-1]
+    grid = patch_pos.reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=new_grid, mode="bilinear", align_corners=False)
+    patch_pos = grid.permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], dim).to(position_embedding.dtype)
+    return torch.cat([cls_pos, patch_pos], dim=0)
+
+
+class GADMSVisionEmbeddings(CLIPVisionEmbeddings):
+    """CLIP patch + position embeddings for a rectangular input (`image_size = [height, width]`).
+
+    The position table is sized for the patch grid once, so no interpolation happens in the forward pass.
+    """
+
+    def __init__(self, config):
+        nn.Module.__init__(self)
+        self.config = config
+        self.embed_dim = config.hidden_size
+        self.image_size = image_size_hw(config.image_size)
+        self.patch_size = config.patch_size
+        self.grid_size = (self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size)
+
+        self.class_embedding = nn.Parameter(torch.randn(self.embed_dim))
+        self.patch_embedding = nn.Conv2d(
+            in_channels=config.num_channels,
+            out_channels=self.embed_dim,
+            kernel_size=self.patch_size,
+            stride=self.patch_size,
+            bias=False,
+        )
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.num_positions = self.num_patches + 1
+        self.position_embedding = nn.Embedding(self.num_positions, self.embed_dim)
+        self.position_ids = nn.Buffer(torch.arange(self.num_positions).expand((1, -1)), persistent=False)
+
+    def interpolate_pos_encoding(self, embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Position table resized (bilinear) to the grid of a `height x width` input."""
+        new_grid = (height // self.patch_size, width // self.patch_size)
+        table = resize_position_embedding(self.position_embedding.weight, self.grid_size, new_grid)
+        return table.unsqueeze(0)
+
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        batch_size, _, height, width = pixel_values.shape
+        if not interpolate_pos_encoding and (height, width) != self.image_size:
+            raise ValueError(
+                f"Input image size {height}x{width} (height x width) does not match the model's "
+                f"{self.image_size[0]}x{self.image_size[1]}; resize with GADMSProcessor or pass "
+                f"interpolate_pos_encoding=True"
+            )
+        target_dtype = self.patch_embedding.weight.dtype
+        patch_embeds = self.patch_embedding(pixel_values.to(dtype=target_dtype)).flatten(2).transpose(1, 2)
+        class_embeds = self.class_embedding.expand(batch_size, 1, -1).to(patch_embeds.dtype)
+        embeddings = torch.cat([class_embeds, patch_embeds], dim=1)
+        if interpolate_pos_encoding:
+            return embeddings + self.interpolate_pos_encoding(embeddings, height, width)
+        return embeddings + self.position_embedding(self.position_ids)
+
+
+class GADMSVisionModel(CLIPVisionModel):
+    """transformers' CLIP vision tower with [`GADMSVisionEmbeddings`] (rectangular inputs); forward unchanged."""
+
+    def __init__(self, config):
+        CLIPPreTrainedModel.__init__(self, config)
+        embed_dim = config.hidden_size
+        self.embeddings = GADMSVisionEmbeddings(config)
+        self.pre_layrnorm = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        self.encoder = CLIPEncoder(config)
+        self.post_layernorm = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        self.post_init()
+
+
+@dataclass
+class GADMSEncoderOutput(ModelOutput):
+    """Output of [`GADMSModel.encode_text`] / [`GADMSModel.encode_image`].
+
+    Args:
+        embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
+            Global feature (EOS token for text, CLS token for images) after the final layer norm and projection;
+            not L2-normalised.
+        token_embeds (`torch.FloatTensor` of shape `(batch_size, sequence_length, projection_dim)`, *optional*):
+            Every token after the final layer norm and the projection (the MTP decoder's input); only when
+            `output_tokens=True`.
+        model_output (`BaseModelOutputWithPooling`):
+            The tower's own output (hidden states before the projection).
+    """
+
+    embeds: torch.FloatTensor | None = None
+    token_embeds: torch.FloatTensor | None = None
+    model_output: BaseModelOutputWithPooling | None = None
+
+
+@dataclass
+class GADMSOutput(ModelOutput):
+    """Output of [`GADMSModel.forward`].
+
+    Args:
+        loss (`torch.FloatTensor`, *optional*): the training objective, when one is computed.
+        logits_per_image (`torch.FloatTensor` of shape `(image_batch_size, text_batch_size)`):
+            Cosine similarities of the L2-normalised embeddings divided by the fixed temperature.
+        logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, image_batch_size)`):
+            The transpose of `logits_per_image`.
+        text_embeds (`torch.FloatTensor` of shape `(text_batch_size, projection_dim)`): L2-normalised.
+        image_embeds (`torch.FloatTensor` of shape `(image_batch_size, projection_dim)`): L2-normalised.
+        text_model_output, vision_model_output (`BaseModelOutputWithPooling`): the towers' outputs.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_model_output: BaseModelOutputWithPooling | None = None
+    vision_model_output: BaseModelOutputWithPooling | None = None
+
+    def to_tuple(self):
+        return tuple(
+            self[k] if k not in ("text_model_output", "vision_model_output") else getattr(self, k).to_tuple()
+            for k in self.keys()
+        )
+
+
+class GADMSPreTrainedModel(CLIPPreTrainedModel):
+    """Weight initialisation and loading for GA-DMS models (CLIP's initialisation for the CLIP towers)."""
+
+    config: GADMSConfig
+    config_class = GADMSConfig
+    base_model_prefix = "gadms"
+    _no_split_modules = ["CLIPTextEmbeddings", "CLIPEncoderLayer", "GADMSVisionEmbeddings"]
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        # Matched by identity: a module without parameters of its own (the model itself) is skipped by
+        # transformers' initialisation of custom code, so the projections are initialised as leaves.
+        factor = self.config.initializer_factor
+        if module is getattr(self, "text_projection", None):
+            init.normal_(module.weight, std=self.config.text_config.hidden_size**-0.5 * factor)
+        elif module is getattr(self, "visual_projection", None):
+            init.normal_(module.weight, std=self.config.vision_config.hidden_size**-0.5 * factor)
+
+
+class GADMSModel(GADMSPreTrainedModel):
+    r"""
+    GA-DMS dual encoder: transformers' CLIP text tower, a CLIP vision tower with native rectangular position
+    embeddings (384x128 person crops by default), and linear projections into a shared space. Similarity is the
+    cosine of the L2-normalised global features divided by a fixed temperature (`config.temperature`).
+
+    Example:
+
+    ```python
+    >>> import modeling_gadms  # registers the classes with transformers' Auto classes
+    >>> from transformers import AutoModel, AutoProcessor
+    >>> model = AutoModel.from_pretrained("org/gadms-vitb16")
+    >>> processor = AutoProcessor.from_pretrained("org/gadms-vitb16")
+    >>> inputs = processor(text=["a man in a black jacket"], images=[image], return_tensors="pt")
+    >>> outputs = model(**inputs)
+    >>> outputs.logits_per_text  # (texts, images)
+    ```
+    """
+
+    main_input_name = "input_ids"
+
+    def __init__(self, config: GADMSConfig):
+        super().__init__(config)
+        text_config, vision_config = config.text_config, config.vision_config
+        self.text_embed_dim = text_config.hidden_size
+        self.vision_embed_dim = vision_config.hidden_size
+
+        self.text_model = CLIPTextModel._from_config(text_config)
+        self.vision_model = GADMSVisionModel._from_config(vision_config)
+        self.visual_projection = nn.Linear(self.vision_embed_dim, config.projection_dim, bias=False)
+        self.text_projection = nn.Linear(self.text_embed_dim, config.projection_dim, bias=False)
+        self.post_init()
+
+    @property
+    def logit_scale(self) -> float:
+        """The fixed multiplier of the cosine similarity, `1 / config.temperature`."""
+        return self.config.logit_scale
+
+    def encode_text(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_tokens: bool = False,
+        **kwargs,
+    ) -> GADMSEncoderOutput:
+        """Run the text tower once; return the projected EOS feature and, optionally, all projected tokens."""
+        output = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
+        embeds = self.text_projection(output.pooler_output)
+        tokens = self.text_projection(output.last_hidden_state) if output_tokens else None
+        return GADMSEncoderOutput(embeds=embeds, token_embeds=tokens, model_output=output)
+
+    def encode_image(
+        self,
+        pixel_values: torch.Tensor,
+        output_tokens: bool = False,
+        interpolate_pos_encoding: bool = False,
+        **kwargs,
+    ) -> GADMSEncoderOutput:
+        """Run the vision tower once; return the projected CLS feature and, optionally, all projected tokens.
+
+        Token features are every image token after the final vision layer norm and the projection (in
+        transformers' CLIP, `last_hidden_state` comes before `post_layernorm`, so it is applied here).
+        """
+        output = self.vision_model(
+            pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs
+        )
+        if output_tokens:
+            tokens = self.visual_projection(self.vision_model.post_layernorm(output.last_hidden_state))
+            return GADMSEncoderOutput(embeds=tokens[:, 0], token_embeds=tokens, model_output=output)
+        return GADMSEncoderOutput(embeds=self.visual_projection(output.pooler_output), model_output=output)
+
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, normalize: bool = False
+    ) -> torch.Tensor:
+        """Global text features `(batch, projection_dim)`: the EOS token, final layer norm, projection."""
+        embeds = self.encode_text(input_ids, attention_mask).embeds
+        return F.normalize(embeds, dim=-1) if normalize else embeds
+
+    def get_image_features(self, pixel_values: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Global image features `(batch, projection_dim)`: the CLS token, final layer norm, projection."""
+        embeds = self.encode_image(pixel_values).embeds
+        return F.normalize(embeds, dim=-1) if normalize else embeds
+
+    def get_text_token_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """All text token features `(batch, sequence_length, projection_dim)` (after layer norm and projection)."""
+        return self.encode_text(input_ids, attention_mask, output_tokens=True).token_embeds
+
+    def get_image_token_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """All image token features `(batch, 1 + patches, projection_dim)` (after layer norm and projection)."""
+        return self.encode_image(pixel_values, output_tokens=True).token_embeds
+
+    def similarity(self, text_embeds: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
+        """Scaled cosine similarity `(texts, images)` of unnormalised global features."""
+        text_embeds = F.normalize(text_embeds, dim=-1)
+        image_embeds = F.normalize(image_embeds, dim=-1)
+        return text_embeds @ image_embeds.t() * self.logit_scale
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> GADMSOutput | tuple:
+        """Embed captions and images and return their scaled cosine similarities ([`GADMSOutput`])."""
+        if input_ids is None or pixel_values is None:
+            raise ValueError("GADMSModel.forward needs both input_ids and pixel_values")
+        text = self.encode_text(input_ids, attention_mask)
+        image = self.encode_image(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        text_embeds = F.normalize(text.embeds, dim=-1)
+        image_embeds = F.normalize(image.embeds, dim=-1)
+        logits_per_text = text_embeds @ image_embeds.t() * self.logit_scale
+        output = GADMSOutput(
+            logits_per_image=logits_per_text.t(),
+            logits_per_text=logits_per_text,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+            text_model_output=text.model_output,
+            vision_model_output=image.model_output,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+__all__ = [
+    "GADMSEncoderOutput",
+    "GADMSModel",
+    "GADMSOutput",
+    "GADMSPreTrainedModel",
+    "GADMSVisionEmbeddings",
+    "GADMSVisionModel",
+    "resize_position_embedding",
+]
