@@ -39,7 +39,8 @@ def resize_position_embedding(
     cls_pos, patch_pos = position_embedding[:1], position_embedding[1:]
     dim = patch_pos.shape[-1]
     grid = patch_pos.reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=new_grid, mode="bilinear", align_corners=False)
+    compute_dtype = torch.promote_types(grid.dtype, torch.float32)  # half precision is resized in float32
+    grid = F.interpolate(grid.to(compute_dtype), size=new_grid, mode="bilinear", align_corners=False)
     patch_pos = grid.permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], dim).to(position_embedding.dtype)
     return torch.cat([cls_pos, patch_pos], dim=0)
 

@@ -109,13 +109,18 @@ class GADMSProcessor(ProcessorMixin):
             ids = [t if m else self.pad_token_id for t, m in zip(ids, mask)]
         return {**encoded, "input_ids": ids}
 
-    def batch_decode(self, *args, **kwargs):
-        """Forwarded to the tokenizer's `batch_decode`."""
-        return self.tokenizer.batch_decode(*args, **kwargs)
+    def _until_eos(self, ids) -> list[int]:
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        eos = self.tokenizer.eos_token_id
+        return ids[: ids.index(eos) + 1] if eos in ids else ids
 
-    def decode(self, *args, **kwargs):
-        """Forwarded to the tokenizer's `decode`."""
-        return self.tokenizer.decode(*args, **kwargs)
+    def decode(self, token_ids, **kwargs) -> str:
+        """Decode one sequence up to its `<|endoftext|>` (the zero padding after it is not text)."""
+        return self.tokenizer.decode(self._until_eos(token_ids), **kwargs)
+
+    def batch_decode(self, sequences, **kwargs) -> list[str]:
+        """[`decode`] for each sequence of a batch."""
+        return [self.decode(ids, **kwargs) for ids in sequences]
 
     @property
     def model_input_names(self):
