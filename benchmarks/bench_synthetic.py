@@ -50,7 +50,8 @@ def _write_rate(writer, config: SyntheticPersonConfig) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2000, help="images to generate per measurement")
     parser.add_argument("--image-size", default="384x128", help="HEIGHTxWIDTH of the measured images")
     args = parser.parse_args()
@@ -61,11 +62,13 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     identities = max(10, args.images // 4)
-    config = SyntheticPersonConfig(num_identities=identities, images_per_identity=4, image_size=(height, width),
-                                   noise_rate=0.3)
-    _rate(SyntheticPersonConfig(num_identities=10, images_per_identity=2, image_size=(height, width)))  # warm-up
+    config = SyntheticPersonConfig(num_identities=identities, images_per_identity=4,
+                                   image_size=(height, width), noise_rate=0.3)
+    warm_up = SyntheticPersonConfig(num_identities=10, images_per_identity=2, image_size=(height, width))
+    _rate(warm_up)
     images_per_s = _rate(config)
-    print(f"generate_records {height}x{width}: {images_per_s:.0f} images/s on one core ({config.num_images} images)")
+    print(f"generate_records {height}x{width}: {images_per_s:.0f} images/s on one core "
+          f"({config.num_images} images)")
     small = SyntheticPersonConfig(num_identities=identities, images_per_identity=4, image_size=(96, 32))
     small_rate = _rate(small)
     print(f"generate_records 96x32: {small_rate:.0f} images/s")

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -95,6 +98,28 @@ def test_generation_is_deterministic_for_a_seed():
     assert sum(_pixels(a["image"]) != _pixels(b["image"]) for a, b in zip(first, other)) == len(first)
 
 
+_DIGEST_SCRIPT = """
+import hashlib
+from dataset_builders.synthetic import SyntheticPersonConfig, generate_records
+digest = hashlib.sha256()
+for r in generate_records(SyntheticPersonConfig(num_identities=8, images_per_identity=2, image_size=(48, 16),
+                                                noise_rate=0.5, seed=21)):
+    digest.update(r["image"].tobytes() + repr((r["captions"], r["noise"], r["attributes"])).encode())
+print(digest.hexdigest())
+"""
+
+
+def test_generation_is_deterministic_across_processes():
+    # string hashing is randomised per process; the output must not depend on it
+    digests = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        result = subprocess.run([sys.executable, "-c", _DIGEST_SCRIPT], env=env, capture_output=True,
+                                text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+        digests.add(result.stdout.strip())
+    assert len(digests) == 1 and len(digests.pop()) == 64
+
+
 def test_noise_settings_change_neither_images_nor_clean_captions():
     clean = list(generate_records(SyntheticPersonConfig(**SMALL, noise_rate=0.0, seed=5)))
     noisy = list(generate_records(SyntheticPersonConfig(**SMALL, noise_rate=0.8, seed=5)))
@@ -154,7 +179,8 @@ def test_clean_captions_describe_the_person(noisy_records):
 
 
 def test_captions_are_varied():
-    config = SyntheticPersonConfig(num_identities=40, images_per_identity=2, image_size=(48, 16), noise_rate=0)
+    config = SyntheticPersonConfig(num_identities=40, images_per_identity=2, image_size=(48, 16),
+                                   noise_rate=0)
     captions = [c for r in generate_records(config) for c in r["captions"]]
     assert len(set(captions)) == len(captions)
     openings = Counter(" ".join(tokenize(c)[:2]) for c in captions)
@@ -166,8 +192,8 @@ def test_captions_are_varied():
         for c in r["captions"]:
             text = c.lower()
             top = text.find(a["top_type"].split()[0])
-            bottom = min((i for i in (text.find(w) for w in ("jeans", "trousers", "pants", "shorts", "skirt", "slacks"))
-                          if i >= 0), default=-1)
+            bottoms = ("jeans", "trousers", "pants", "shorts", "skirt", "slacks")
+            bottom = min((i for i in (text.find(w) for w in bottoms) if i >= 0), default=-1)
             if top >= 0 and bottom >= 0:
                 orders.add(top < bottom)
     assert orders == {True, False}
@@ -228,7 +254,8 @@ def test_every_recorded_noise_event_is_what_changed_the_caption():
                         assert sentence in text
                 else:
                     for filler in event["detail"].split("; "):
-                        assert tokenize(text).count(tokenize(filler)[0]) > tokenize(clean).count(tokenize(filler)[0])
+                        word = tokenize(filler)[0]
+                        assert tokenize(text).count(word) > tokenize(clean).count(word)
             kinds = [e["kind"] for e in events]
             if kinds == ["irrelevant"]:  # removing the recorded sentence gives the clean caption back
                 assert text.replace(" " + events[0]["detail"].split(": ", 1)[1], "") == clean
@@ -250,7 +277,8 @@ def test_webperson_folder_loads_offline_with_load_dataset(tmp_path, noisy_record
     front = (out / "README.md").read_text().split("---")[1]
     card = yaml.safe_load(front)
     assert [f["split"] for f in card["configs"][0]["data_files"]] == ["train", "validation", "test"]
-    assert len(list((out / "data").glob("train-*-of-00003.parquet"))) == 3  # 16 identities x 3 images, 16 a shard
+    # 16 train identities x 3 images, 16 rows a shard
+    assert len(list((out / "data").glob("train-*-of-00003.parquet"))) == 3
 
     ds = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "cache"))
     assert set(ds) == {"train", "validation", "test"}
@@ -281,7 +309,8 @@ def test_webperson_folder_loads_offline_with_load_dataset(tmp_path, noisy_record
 def test_webperson_leaves_out_empty_splits(tmp_path):
     config = SyntheticPersonConfig(num_identities=6, images_per_identity=1, image_size=(48, 16),
                                    split_fractions=(0.5, 0.0, 0.5))
-    ds = datasets.load_dataset(str(write_webperson(config, tmp_path / "wp")), cache_dir=str(tmp_path / "cache"))
+    folder = write_webperson(config, tmp_path / "wp")
+    ds = datasets.load_dataset(str(folder), cache_dir=str(tmp_path / "cache"))
     assert set(ds) == {"train", "test"}
 
 
@@ -307,6 +336,10 @@ def test_to_dataset_dict_builds_the_same_rows(tmp_path):
     assert isinstance(dd["train"].features["image"], datasets.Image)
     records = list(generate_records(config, splits=["val"]))
     assert dd["validation"]["caption2"] == [r["captions"][1] for r in records]
+    other = SyntheticPersonConfig(num_identities=10, images_per_identity=2, image_size=(48, 16), seed=3)
+    again = to_dataset_dict(other, cache_dir=str(tmp_path / "cache"))  # same cache, other settings
+    assert again["validation"]["caption2"] == [r["captions"][1] for r in generate_records(other, splits=["val"])]
+    assert again["validation"]["caption2"] != dd["validation"]["caption2"]
 
 
 # ---------------------------------------------------------------- the CUHK-PEDES format
@@ -335,8 +368,8 @@ def test_cuhk_pedes_folder_reads_like_the_benchmark(tmp_path, noisy_records):
     for record, original in zip(records, noisy_records):
         assert record["captions"] == original["captions"]
         assert record["processed_tokens"] == [tokenize(c) for c in record["captions"]]
-        assert all(t == t.lower() and t.isascii() and not set(t) & set(".,") for ts in record["processed_tokens"]
-                   for t in ts)
+        tokens = [t for ts in record["processed_tokens"] for t in ts]
+        assert all(t == t.lower() and t.isascii() and not set(t) & set(".,") for t in tokens)
         assert record["id"] == original["person_id"]
         with Image.open(out / "imgs" / record["file_path"]) as image:
             assert image.format == "JPEG" and image.size == (32, 96)
@@ -356,7 +389,8 @@ def test_cli_writes_both_formats(tmp_path, capsys):
     assert cli_main(["--out", str(tmp_path / "a"), "--identities", "8", "--images-per-identity", "2",
                      "--image-size", "48x16", "--noise", "0.5", "--seed", "1", "--no-progress"]) == 0
     assert "16 images of 8 identities" in capsys.readouterr().out
-    assert datasets.load_dataset(str(tmp_path / "a"), cache_dir=str(tmp_path / "cache"))["train"].num_rows == 12
+    loaded = datasets.load_dataset(str(tmp_path / "a"), cache_dir=str(tmp_path / "cache"))
+    assert loaded["train"].num_rows == 12
     assert cli_main(["--out", str(tmp_path / "b"), "--format", "cuhk-pedes", "--identities", "8",
                      "--image-size", "48x16", "--noise-kinds", "filler", "--no-progress"]) == 0
     saved = json.loads((tmp_path / "b" / "synthetic_config.json").read_text())
@@ -395,7 +429,9 @@ def test_cli_help_describes_the_options(capsys):
         cli_main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--out", "--identities", "--images-per-identity", "--noise", "--format", "--seed", "cuhk-pedes"):
+    options = ("--out", "--identities", "--images-per-identity", "--noise", "--format", "--seed",
+               "cuhk-pedes")
+    for option in options:
         assert option in text
 
 
@@ -404,7 +440,8 @@ def test_regenerated_folder_of_the_same_name_is_not_served_from_the_cache(tmp_pa
     cache = str(tmp_path / "cache")
     loaded = []
     for seed in (0, 1):
-        config = SyntheticPersonConfig(num_identities=6, images_per_identity=1, image_size=(48, 16), seed=seed)
+        config = SyntheticPersonConfig(num_identities=6, images_per_identity=1, image_size=(48, 16),
+                                       seed=seed)
         folder = write_webperson(config, tmp_path / f"run{seed}" / "synthetic")
         loaded.append(datasets.load_dataset(str(folder), cache_dir=cache)["train"]["caption1"])
         assert loaded[-1] == [r["captions"][0] for r in generate_records(config, splits=["train"])]

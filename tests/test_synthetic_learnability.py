@@ -30,8 +30,8 @@ def words(caption: str) -> list[str]:
 
 
 class RidgeProbe:
-    def __init__(self, captions: list[str], caption_ids: np.ndarray, images: np.ndarray, image_ids: np.ndarray,
-                 alpha: float = 3.0) -> None:
+    def __init__(self, captions: list[str], caption_ids: np.ndarray, images: np.ndarray,
+                 image_ids: np.ndarray, alpha: float = 3.0) -> None:
         self.vocab = {w: i for i, w in enumerate(sorted({w for c in captions for w in words(c)}))}
         self.mean = images.mean(0)
         centred = images - self.mean
@@ -67,8 +67,9 @@ def recall_at(order: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndarray,
 
 @pytest.fixture(scope="module")
 def task():
-    config = SyntheticPersonConfig(num_identities=120, images_per_identity=IMAGES_PER_IDENTITY, image_size=(96, 32),
-                                   noise_rate=0.3, split_fractions=(0.5, 0.0, 0.5), seed=0)
+    config = SyntheticPersonConfig(num_identities=120, images_per_identity=IMAGES_PER_IDENTITY,
+                                   image_size=(96, 32), noise_rate=0.3, split_fractions=(0.5, 0.0, 0.5),
+                                   seed=0)
     records = list(generate_records(config))
     train = [r for r in records if r["split"] == "train"]
     test = [r for r in records if r["split"] == "test"]
@@ -122,4 +123,5 @@ def test_caption_noise_makes_retrieval_harder(task):
     rank_clean = probe.rank(clean, task["test_images"])
     rank_noisy = probe.rank(published, task["test_images"])
     gallery_ids = task["test_image_ids"]
-    assert mean_average_precision(rank_noisy, ids, gallery_ids) < mean_average_precision(rank_clean, ids, gallery_ids)
+    noisy_map = mean_average_precision(rank_noisy, ids, gallery_ids)
+    assert noisy_map < mean_average_precision(rank_clean, ids, gallery_ids)

@@ -63,7 +63,8 @@ def _fractions(text: str) -> tuple[float, float, float]:
     try:
         values = tuple(float(p) for p in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected TRAIN,VAL,TEST such as 0.8,0.1,0.1, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected TRAIN,VAL,TEST such as 0.8,0.1,0.1, got {text!r}") from None
     if len(values) != 3:
         raise argparse.ArgumentTypeError(f"expected three fractions TRAIN,VAL,TEST, got {text!r}")
     return values  # type: ignore[return-value]
@@ -73,7 +74,8 @@ def _kinds(text: str) -> tuple[str, ...]:
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
     unknown = [k for k in kinds if k not in NOISE_KINDS]
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown noise kind(s) {unknown}; choose from {','.join(NOISE_KINDS)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown noise kind(s) {unknown}; choose from {','.join(NOISE_KINDS)}")
     return kinds
 
 
@@ -82,12 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dataset_builders.synthetic",
         description="Generate the synthetic person data set (procedural pedestrians with benchmark-style "
-                    "captions and recorded caption noise), deterministic for a seed, identity-disjoint splits.",
+                    "captions and recorded caption noise), deterministic for a seed, with "
+                    "identity-disjoint splits.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = SyntheticPersonConfig()
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created; must be empty)")
     parser.add_argument("--format", choices=("webperson", "cuhk-pedes"), default="webperson",
-                        help="webperson: parquet shards + card; cuhk-pedes: reid_raw.json + imgs/ (default: %(default)s)")
+                        help="webperson: parquet shards + card; cuhk-pedes: reid_raw.json + imgs/ "
+                             "(default: %(default)s)")
     parser.add_argument("--identities", type=_positive_int, default=defaults.num_identities, metavar="N",
                         help="number of persons (default: %(default)s)")
     parser.add_argument("--images-per-identity", type=_positive_int, default=defaults.images_per_identity,
@@ -99,8 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=_size, default=defaults.image_size, metavar="HxW",
                         help="image height x width in pixels (default: 384x128)")
     parser.add_argument("--split-fractions", type=_fractions, default=defaults.split_fractions,
-                        metavar="TR,VA,TE", help="identity fractions of train,val,test (default: 0.8,0.1,0.1)")
-    parser.add_argument("--seed", type=_non_negative_int, default=defaults.seed, help="random seed (default: %(default)s)")
+                        metavar="TR,VA,TE",
+                        help="identity fractions of train,val,test (default: 0.8,0.1,0.1)")
+    parser.add_argument("--seed", type=_non_negative_int, default=defaults.seed,
+                        help="random seed (default: %(default)s)")
     parser.add_argument("--jpeg-quality", type=_positive_int, default=defaults.jpeg_quality, metavar="Q",
                         help="JPEG quality 1..95 (default: %(default)s)")
     parser.add_argument("--shard-size", type=_positive_int, default=DEFAULT_SHARD_SIZE, metavar="ROWS",

@@ -67,7 +67,8 @@ class PersonAttributes:
     """The visible attributes of one identity (every image of the identity shares them).
 
     Accessory fields (``backpack``, ``handbag``, ``hat``, ``scarf``) hold a colour word, or
-    ``"none"`` when the person has no such accessory; ``hair_colour`` is ``"none"`` for bald persons. ``skin_tone`` indexes :data:`SKIN_TONES`
+    ``"none"`` when the person has no such accessory; ``hair_colour`` is ``"none"`` for bald
+    persons. ``skin_tone`` indexes :data:`SKIN_TONES`
     and is the only attribute that captions never mention.
     """
 

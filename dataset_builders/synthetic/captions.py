@@ -106,7 +106,9 @@ IRRELEVANT = {
         "{Subj} may be talking to a friend.", "{Subj} looks like {subj} is going shopping.",
     ),
 }
-FILLERS = ("kind of", "sort of", "basically", "actually", "like", "really", "just", "um", "you know", "somewhat")
+FILLERS = (
+    "kind of", "sort of", "basically", "actually", "like", "really", "just", "um", "you know", "somewhat",
+)
 
 _ARTICLE = re.compile(r"\b([Aa]) (?=[aeiouAEIOU])")
 _SPACE_PUNCT = re.compile(r" +([,.])")
@@ -203,9 +205,11 @@ class _Phrases:
         p, rng = self.p, self.rng
         bags: list[list[Piece]] = []
         if p.backpack != "none":
-            bags.append(["a", ColourWord("backpack", p.backpack), rng.choice(("backpack", "backpack", "rucksack"))])
+            name = rng.choice(("backpack", "backpack", "rucksack"))
+            bags.append(["a", ColourWord("backpack", p.backpack), name])
         if p.handbag != "none":
-            bags.append(["a", ColourWord("handbag", p.handbag), rng.choice(("handbag", "shoulder bag", "purse"))])
+            name = rng.choice(("handbag", "shoulder bag", "purse"))
+            bags.append(["a", ColourWord("handbag", p.handbag), name])
         return bags
 
 
@@ -220,7 +224,8 @@ def build_caption(person: PersonAttributes, view: str, rng: random.Random) -> li
     clothes = [ph.top(), ph.bottom()]
     if rng.random() < 0.9:
         clothes.append(ph.shoes())
-    extras = [e for e in ph.worn_extras() if not (view == "back" and e[-1] in ("glasses", "a pair of glasses", "spectacles"))]
+    glasses = ("glasses", "a pair of glasses", "spectacles")
+    extras = [e for e in ph.worn_extras() if not (view == "back" and e[-1] in glasses)]
     bags = ph.bags()
     if rng.random() < 0.5:  # otherwise the usual head-to-toe order
         rng.shuffle(clothes)
@@ -239,16 +244,19 @@ def build_caption(person: PersonAttributes, view: str, rng: random.Random) -> li
         if mention_hair:
             sentences.append([pr["Subj"], "has", *ph.hair()])
         if extras:
-            sentences.append([pr["Subj"], rng.choice(("also wears", "is also wearing", "wears")), *_join(extras, rng)])
+            verb = rng.choice(("also wears", "is also wearing", "wears"))
+            sentences.append([pr["Subj"], verb, *_join(extras, rng)])
     elif template == 2:  # The woman has long hair and wears a top. She also wears ...
         first = ph.subject(rng.choice(("The", "This")))
         if mention_hair:
             first += ["has", *ph.hair(), "and"]
         sentences.append(first + [rng.choice(_WEAR), *clothes[0]])
         rest = clothes[1:] + extras
-        sentences.append([pr["Subj"], rng.choice(("also wears", "is also wearing", "has on")), *_join(rest, rng)])
+        verb = rng.choice(("also wears", "is also wearing", "has on"))
+        sentences.append([pr["Subj"], verb, *_join(rest, rng)])
     elif template == 3:  # A woman wearing a red coat, blue jeans and white shoes, with long hair.
-        sentence = ph.subject("A") + [rng.choice(("wearing", "dressed in", "in")), *_join(clothes + extras, rng)]
+        verb = rng.choice(("wearing", "dressed in", "in"))
+        sentence = ph.subject("A") + [verb, *_join(clothes + extras, rng)]
         if mention_hair:
             sentence += [",", "with", *ph.hair()]
         if bags and rng.random() < 0.5:
@@ -256,8 +264,9 @@ def build_caption(person: PersonAttributes, view: str, rng: random.Random) -> li
             bags = []
         sentences.append(sentence)
     elif template == 4:  # The man in a blue shirt and black trousers is walking. He has ...
-        sentences.append(ph.subject(rng.choice(("The", "A"))) + ["in", *_join(clothes[:2], rng), "is",
-                                                                 rng.choice(("walking", "standing", "walking along"))])
+        action = rng.choice(("walking", "standing", "walking along"))
+        subject = ph.subject(rng.choice(("The", "A")))
+        sentences.append(subject + ["in", *_join(clothes[:2], rng), "is", action])
         rest = clothes[2:] + extras
         second: Sentence = [pr["Subj"]]
         if mention_hair:

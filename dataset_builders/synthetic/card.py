@@ -32,8 +32,9 @@ def _size_category(n: int) -> str:
 
 def _noise_lines(config: SyntheticPersonConfig, noise: Counter) -> str:
     total = max(1, noise["captions"])
+    share = 100 * noise["noisy"] / total
     lines = [f"- noise rate setting: {config.noise_rate} (kinds: {', '.join(config.noise_kinds) or 'none'})",
-             f"- captions with noise: {noise['noisy']} of {noise['captions']} ({100 * noise['noisy'] / total:.1f} %)"]
+             f"- captions with noise: {noise['noisy']} of {noise['captions']} ({share:.1f} %)"]
     lines += [f"- `{kind}`: {noise[kind]} captions" for kind in NOISE_KINDS]
     return "\n".join(lines)
 
@@ -83,10 +84,10 @@ def webperson_card(config: SyntheticPersonConfig, rows: Mapping[str, int], store
 | `person_id` | int32 | identity, 1-based |
 | `image_index` | int32 | index of the picture within its identity |
 | `view` | string | `front`, `back` or `side` |
-| `gender` ... `glasses`, `skin_tone` | string / bool / int32 | the identity's attributes (`none`: absent accessory) |
+| `gender` ... `glasses`, `skin_tone` | string / bool / int32 | the identity's attributes (`none`: absent) |
 | `caption{1,2}_clean` | string | the caption before noise |
-| `caption{1,2}_noise` | list of string | noise kinds added: `irrelevant`, `wrong_colour`, `filler` (empty: clean) |
-| `caption{1,2}_noise_detail` | list of string | what was added or changed, aligned with `caption{1,2}_noise` |"""
+| `caption{1,2}_noise` | list of string | noise kinds: `irrelevant`, `wrong_colour`, `filler` (empty: clean) |
+| `caption{1,2}_noise_detail` | list of string | what was added or changed, aligned with the kinds |"""
     splits = "\n".join(f"| {split} | {n} |" for split, n in rows.items())
     return f"""---
 {yaml.safe_dump(meta, sort_keys=False)}---

@@ -57,7 +57,8 @@ class SyntheticPersonConfig:
             raise ValueError(f"noise_rate must be a number in [0, 1], got {self.noise_rate!r}")
         unknown = [k for k in self.noise_kinds if k not in NOISE_KINDS]
         if unknown or len(set(self.noise_kinds)) != len(self.noise_kinds):
-            raise ValueError(f"noise_kinds must be distinct names of {list(NOISE_KINDS)}, got {list(self.noise_kinds)}")
+            raise ValueError(
+                f"noise_kinds must be distinct names of {list(NOISE_KINDS)}, got {list(self.noise_kinds)}")
         if self.noise_rate > 0 and not self.noise_kinds:
             raise ValueError("noise_rate > 0 needs at least one noise kind")
         fractions = self.split_fractions

@@ -23,7 +23,10 @@ def _rng(config: SyntheticPersonConfig, person_id: int, image_index: int, stream
 
 def make_record(config: SyntheticPersonConfig, person: PersonAttributes, person_id: int,
                 image_index: int, split: str) -> dict[str, Any]:
-    """Draw image ``image_index`` of person ``person_id`` and its two captions (see :func:`generate_records`)."""
+    """Draw picture ``image_index`` of person ``person_id`` and its two captions.
+
+    The record layout is documented in :func:`generate_records`.
+    """
     image_rng = _rng(config, person_id, image_index, "image")
     scene = sample_scene(image_rng)
     image = render_person(person, scene, config.image_size, image_rng)
@@ -31,7 +34,8 @@ def make_record(config: SyntheticPersonConfig, person: PersonAttributes, person_
     captions = []
     for j in range(2):
         kinds = draw_noise_kinds(noise_rng, config.noise_rate, config.noise_kinds)
-        captions.append(make_caption(person, scene.view, _rng(config, person_id, image_index, f"caption{j}"), kinds))
+        caption_rng = _rng(config, person_id, image_index, f"caption{j}")
+        captions.append(make_caption(person, scene.view, caption_rng, kinds))
     return {
         "image": image,
         "image_path": image_path(person_id, image_index),

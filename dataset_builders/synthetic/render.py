@@ -62,6 +62,11 @@ def _jitter(colour: RGB, rng: random.Random, amount: int = 14) -> RGB:
     return tuple(min(255, max(0, c + rng.randint(-amount, amount))) for c in colour)  # type: ignore
 
 
+def _towards(a: tuple[float, float], b: tuple[float, float], t: float) -> tuple[float, float]:
+    """The point a fraction ``t`` of the way from ``a`` to ``b`` (e.g. where a sleeve ends)."""
+    return (a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t)
+
+
 def _shade(colour: RGB, factor: float) -> RGB:
     return tuple(min(255, max(0, int(c * factor))) for c in colour)  # type: ignore
 
@@ -118,7 +123,8 @@ def _widths(person: PersonAttributes) -> tuple[float, float, float, float]:
     return 0.104 * k, 0.08 * k, 0.114 * k, 0.05 * k
 
 
-def _draw_frontal(pt: _Painter, person: PersonAttributes, scene: Scene, rng: random.Random, back: bool) -> None:
+def _draw_frontal(pt: _Painter, person: PersonAttributes, scene: Scene, rng: random.Random,
+                  back: bool) -> None:
     """A person seen from the front (``back=False``) or from behind."""
     skin = _jitter(SKIN_TONES[person.skin_tone], rng, 8)
     top = _jitter(COLOURS[person.top_colour], rng)
@@ -128,7 +134,8 @@ def _draw_frontal(pt: _Painter, person: PersonAttributes, scene: Scene, rng: ran
     sh, wa, hi, limb = _widths(person)
     stoop = 0.012 if person.age == "elderly" else 0.0
     s = scene.stride * 0.03
-    ankles = ((-0.05 - s, 0.955 - max(0.0, scene.stride) * 0.02), (0.05 - s * 0.3, 0.955 + min(0.0, scene.stride) * 0.02))
+    ankles = ((-0.05 - s, 0.955 - max(0.0, scene.stride) * 0.02),
+              (0.05 - s * 0.3, 0.955 + min(0.0, scene.stride) * 0.02))
     hips = ((-hi * 0.5, 0.5), (hi * 0.5, 0.5))
     # long hair behind the back is drawn first in the front view
     hair_end = {"long": 0.33, "shoulder-length": 0.2}.get(person.hair_length)
@@ -168,8 +175,7 @@ def _draw_frontal(pt: _Painter, person: PersonAttributes, scene: Scene, rng: ran
         hand = (side * (sh + 0.025) + swing * 0.02, 0.5 + abs(swing) * -0.015)
         pt.line([shoulder, hand], skin, limb * 0.85)
         if sleeve > 0:
-            cuff = (shoulder[0] + (hand[0] - shoulder[0]) * sleeve, shoulder[1] + (hand[1] - shoulder[1]) * sleeve)
-            pt.line([shoulder, cuff], top, limb * 0.95)
+            pt.line([shoulder, _towards(shoulder, hand, sleeve)], top, limb * 0.95)
         pt.box(hand[0] - 0.018, hand[1] - 0.01, hand[0] + 0.018, hand[1] + 0.03, skin, ellipse=True)
     # neck, head, face
     pt.box(-0.022, 0.1 + stoop, 0.022, 0.165 + stoop, _shade(skin, 0.92))
@@ -211,7 +217,8 @@ def _draw_head_and_neck_items(pt: _Painter, person: PersonAttributes, rng: rando
         pt.box(*brim, _shade(hat, 0.85))
 
 
-def _draw_bags(pt: _Painter, person: PersonAttributes, rng: random.Random, back: bool, sh: float, hi: float) -> None:
+def _draw_bags(pt: _Painter, person: PersonAttributes, rng: random.Random, back: bool, sh: float,
+               hi: float) -> None:
     if person.backpack != "none":
         pack = _jitter(COLOURS[person.backpack], rng)
         if back:
@@ -269,8 +276,7 @@ def _draw_side(pt: _Painter, person: PersonAttributes, scene: Scene, rng: random
     pt.line([shoulder, hand], skin, limb * 0.85)
     sleeve = LONG_SLEEVES[person.top_type]
     if sleeve > 0:
-        cuff = (shoulder[0] + (hand[0] - shoulder[0]) * sleeve, shoulder[1] + (hand[1] - shoulder[1]) * sleeve)
-        pt.line([shoulder, cuff], _shade(top, 0.9), limb * 0.95)
+        pt.line([shoulder, _towards(shoulder, hand, sleeve)], _shade(top, 0.9), limb * 0.95)
     pt.box(hand[0] - 0.018, hand[1] - 0.01, hand[0] + 0.018, hand[1] + 0.03, skin, ellipse=True)
     hx, hy = stoop * 1.2, stoop * 0.5
     pt.box(hx - 0.02, 0.1 + hy, hx + 0.02, 0.165 + hy, _shade(skin, 0.92))
@@ -290,7 +296,8 @@ def _draw_side(pt: _Painter, person: PersonAttributes, scene: Scene, rng: random
     _draw_head_and_neck_items(pt, person, rng, hy, front=False, side=True)
 
 
-def render_person(person: PersonAttributes, scene: Scene, size: tuple[int, int], rng: random.Random) -> Image.Image:
+def render_person(person: PersonAttributes, scene: Scene, size: tuple[int, int],
+                  rng: random.Random) -> Image.Image:
     """Draw ``person`` as seen in ``scene`` on a cluttered background; ``size`` is (height, width).
 
     ``rng`` supplies the background and the small colour jitter; the result is an RGB image.

@@ -69,8 +69,9 @@ def _noise_counter(counter: Counter, record: dict[str, Any]) -> None:
             counter[event["kind"]] += 1
 
 
-def write_webperson(config: SyntheticPersonConfig, out_dir: str | Path, *, shard_size: int = DEFAULT_SHARD_SIZE,
-                    overwrite: bool = False, progress: bool = False) -> Path:
+def write_webperson(config: SyntheticPersonConfig, out_dir: str | Path, *,
+                    shard_size: int = DEFAULT_SHARD_SIZE, overwrite: bool = False,
+                    progress: bool = False) -> Path:
     """Write the data set in the WebPerson (Hugging Face parquet) format and return the folder.
 
     Splits ``train``, ``validation``, ``test`` (identity-disjoint; empty ones are left out). Load it
