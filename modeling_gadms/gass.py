@@ -1,0 +1,208 @@
+"""Gradient-Attention Similarity Score (GASS): how much each caption token drives the match with its image.
+
+Implements SPEC section 3, both formulations:
+
+- `"paper"`: over each caption's own positions (SOT through EOS; padding never enters), for each of the last
+  `L` text layers: the gradient `g` of the matched-pair cosine similarity with respect to the attention output
+  at EOS, a spatial weight from multi-scale-pooled queries and keys, and the layer's EOS attention row; the
+  product is averaged over layers, rectified and min-max normalised per caption.
+- `"released"`: the authors' code, for reproduction: the last `L` layers re-run as single-head attention,
+  pooling and normalisation over all (padded) positions, layers summed, batch-wide min-max.
+
+The first `text_layers - L` layers run without autograd; the last `L` run with a graph from a detached input,
+and one `torch.autograd.grad` call returns all layers' gradients. Only the attention outputs are asked for,
+so no gradient reaches the weights. The EOS attention row is computed from the queries and keys, so the
+model's own attention implementation (sdpa by default) is untouched.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+NORM_EPS = 1e-8
+
+
+def eos_positions(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """Index of the first `eos_token_id` of each caption; a caption without one is an error."""
+    is_eos = input_ids == eos_token_id
+    if not bool(is_eos.any(dim=1).all()):
+        missing = (~is_eos.any(dim=1)).nonzero().flatten().tolist()
+        raise ValueError(f"captions {missing} of the batch have no end-of-text token (id {eos_token_id})")
+    return is_eos.int().argmax(dim=1)
+
+
+def multi_scale_pool(x: torch.Tensor, lengths: torch.Tensor, scales) -> torch.Tensor:
+    """Multi-scale pooling MSP of token features over each caption's first `lengths[b]` positions.
+
+    `x` is `(..., batch, positions, dim)`. For a window size `s`, positions `(0..s-1), (s..2s-1), ...` are
+    averaged (a short last window is averaged alone) and the `ceil(n / s)` window means are linearly
+    interpolated back to `n` positions (the rule of `F.interpolate(mode="linear", align_corners=False)`);
+    MSP is the mean over the scales. Positions from `lengths[b]` on are returned as 0.
+    """
+    positions = x.shape[-2]
+    index = torch.arange(positions, device=x.device)
+    n = lengths.to(x.device).view(-1, 1)  # (batch, 1)
+    valid = (index.view(1, -1) < n).to(x.dtype)  # (batch, positions)
+    x = x * valid.unsqueeze(-1)
+    cumsum = torch.cat([torch.zeros_like(x[..., :1, :]), x.cumsum(dim=-2)], dim=-2)  # prefix sums
+    pooled_sum = torch.zeros_like(x)
+    for s in scales:
+        windows = -(-positions // s)
+        start = (torch.arange(windows, device=x.device) * s).view(1, -1)  # (1, windows)
+        end = torch.minimum(start + s, n)  # (batch, windows)
+        start = torch.minimum(start, n)
+        count = (end - start).clamp(min=1).to(x.dtype)
+        means = (_take(cumsum, end) - _take(cumsum, start)) / count.unsqueeze(-1)  # (..., batch, windows, dim)
+        # linear interpolation from m = ceil(n / s) windows back to n positions, half-pixel centres
+        m = -(-n // s)
+        source = ((index.view(1, -1).to(x.dtype) + 0.5) * m.to(x.dtype) / n.clamp(min=1).to(x.dtype) - 0.5).clamp(min=0)
+        left = source.floor().long()
+        left = torch.minimum(left, (m - 1).clamp(min=0))
+        right = torch.minimum(left + 1, (m - 1).clamp(min=0))
+        weight = (source - left.to(x.dtype)).unsqueeze(-1)
+        pooled_sum = pooled_sum + (1 - weight) * _take(means, left) + weight * _take(means, right)
+    return pooled_sum / len(scales) * valid.unsqueeze(-1)
+
+
+def _take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """`values[..., b, index[b, i], :]` for a `(batch, k)` index over the positions axis of `(..., batch, p, dim)`."""
+    expanded = index.unsqueeze(-1).expand(*values.shape[:-3], *index.shape, values.shape[-1])
+    return values.gather(-2, expanded)
+
+
+def _min_max(x: torch.Tensor, valid: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
+    """`(x - min) / (max - min + eps)` over the positions where `valid`, per row; 0 elsewhere."""
+    high = x.masked_fill(~valid, float("-inf")).amax(dim=-1, keepdim=True)
+    low = x.masked_fill(~valid, float("inf")).amin(dim=-1, keepdim=True)
+    return ((x - low) / (high - low + eps)).masked_fill(~valid, 0.0)
+
+
+def _causal_bias(positions: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """Additive causal mask `(1, 1, positions, positions)` for transformers' CLIP encoder layers."""
+    return torch.full((positions, positions), float("-inf"), dtype=dtype, device=device).triu(1)[None, None]
+
+
+def _layer_forward(layer, hidden: torch.Tensor, heads: int):
+    """One CLIP encoder layer, causal, with `heads` attention heads (the layer's own, or 1 for `released`).
+
+    Returns the layer output and the queries, keys, values (heads concatenated, before scaling) and the
+    attention output before `out_proj`.
+    """
+    attn = layer.self_attn
+    batch, positions, width = hidden.shape
+    normed = layer.layer_norm1(hidden)
+    q, k, v = attn.q_proj(normed), attn.k_proj(normed), attn.v_proj(normed)
+
+    def split(t):
+        return t.view(batch, positions, heads, width // heads).transpose(1, 2)
+
+    o = F.scaled_dot_product_attention(split(q), split(k), split(v), is_causal=True)
+    o = o.transpose(1, 2).reshape(batch, positions, width)
+    hidden = hidden + attn.out_proj(o)
+    hidden = hidden + layer.mlp(layer.layer_norm2(hidden))
+    return hidden, q, k, v, o
+
+
+def _eos_attention(q: torch.Tensor, k: torch.Tensor, eos: torch.Tensor, heads: int) -> torch.Tensor:
+    """The EOS row of the causal attention map averaged over heads: `(layers, batch, positions)`."""
+    layers, batch, positions, width = k.shape
+    head_dim = width // heads
+    q_eos = q[:, torch.arange(batch, device=q.device), eos]  # (layers, batch, width)
+    logits = torch.einsum(
+        "lbhd,lbhnd->lbhn",
+        q_eos.view(layers, batch, heads, head_dim),
+        k.view(layers, batch, positions, heads, head_dim).transpose(2, 3),
+    ) / head_dim**0.5
+    after_eos = torch.arange(positions, device=q.device).view(1, 1, 1, -1) > eos.view(1, -1, 1, 1)
+    return logits.masked_fill(after_eos, float("-inf")).softmax(dim=-1).mean(dim=2)
+
+
+def gass_scores(
+    model,
+    input_ids: torch.Tensor,
+    image_embeds: torch.Tensor,
+    variant: str | None = None,
+    num_layers: int | None = None,
+    scales=None,
+) -> torch.Tensor:
+    """GASS token scores `(batch, positions)` in [0, 1] for unmasked captions and their images' features.
+
+    Args:
+        model: a [`GADMSModel`] (its text tower and text projection are used; its weights get no gradient).
+        input_ids: `(batch, positions)` unmasked captions (SOT ... EOS, then padding).
+        image_embeds: `(batch, projection_dim)` global features of each caption's own image (treated as constants).
+        variant, num_layers, scales: default to `config.gass_variant`, `config.gass_layers`, `config.gass_scales`.
+
+    SOT, EOS and padding positions score 0.
+    """
+    config = model.config
+    variant = variant or config.gass_variant
+    num_layers = num_layers or config.gass_layers
+    scales = list(scales or config.gass_scales)
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("GASS needs autograd: call it under torch.no_grad() or normally, not torch.inference_mode()")
+    if variant not in ("paper", "released"):
+        raise ValueError(f"unknown GASS variant {variant!r}; choose 'paper' or 'released'")
+    text_model = model.text_model
+    layers = text_model.encoder.layers
+    if not 1 <= num_layers <= len(layers):
+        raise ValueError(f"num_layers must lie in [1, {len(layers)}], got {num_layers}")
+    eos = eos_positions(input_ids, config.text_config.eos_token_id)
+    batch, positions = input_ids.shape
+    heads = layers[0].self_attn.num_heads if variant == "paper" else 1
+    rows = torch.arange(batch, device=input_ids.device)
+
+    with torch.no_grad():
+        hidden = text_model.embeddings(input_ids=input_ids)
+        bias = _causal_bias(positions, hidden.dtype, hidden.device)
+        for layer in layers[: len(layers) - num_layers]:
+            hidden = layer(hidden, bias)
+    hidden = hidden.detach().requires_grad_(True)  # a graph even when the weights are frozen
+    saved = []
+    with torch.enable_grad():
+        for layer in layers[len(layers) - num_layers:]:
+            hidden, q, k, v, o = _layer_forward(layer, hidden, heads)
+            saved.append((q.detach(), k.detach(), v.detach(), o))
+        text = model.text_projection(text_model.final_layer_norm(hidden)[rows, eos])
+        similarity = F.cosine_similarity(text, image_embeds.detach().to(text.dtype), dim=-1).sum()
+        grads = torch.autograd.grad(similarity, [o for *_, o in saved])
+    dtype = torch.promote_types(saved[0][0].dtype, torch.float32)  # scores in float32 (or float64) under AMP
+    q = torch.stack([s[0] for s in saved]).to(dtype)
+    k = torch.stack([s[1] for s in saved]).to(dtype)
+    v = torch.stack([s[2] for s in saved]).to(dtype)
+    g = torch.stack([grad[rows, eos] for grad in grads]).to(dtype)  # (layers, batch, width)
+    attention = _eos_attention(q, k, eos, heads)  # (layers, batch, positions)
+
+    index = torch.arange(positions, device=input_ids.device).view(1, -1)
+    ordinary = (index >= 1) & (index < eos.view(-1, 1))  # (batch, positions)
+    value_grad = torch.einsum("lbnd,lbd->lbn", v, g)
+    if variant == "paper":
+        lengths = eos + 1
+        own = index < lengths.view(-1, 1)
+    else:
+        lengths = torch.full_like(eos, positions)
+        own = torch.ones_like(ordinary)
+    q_pooled = multi_scale_pool(q, lengths, scales)
+    k_pooled = multi_scale_pool(k, lengths, scales)
+    q_eos = q_pooled[:, rows, eos]  # (layers, batch, width)
+    spatial = F.cosine_similarity(q_eos.unsqueeze(2), k_pooled, dim=-1)
+    spatial = _min_max(spatial, own.unsqueeze(0).expand_as(spatial))
+
+    if variant == "paper":
+        gradient_score = spatial * value_grad
+        attention_score = attention / attention.masked_fill(~own, 0).sum(dim=-1, keepdim=True)
+        score = torch.relu((gradient_score * attention_score).mean(dim=0)).masked_fill(~ordinary, 0.0)
+        return _min_max(score, ordinary)
+
+    mask = ordinary.to(spatial.dtype).unsqueeze(0)
+    relevance = spatial * value_grad  # r
+    weights = attention * mask / (relevance.sum(dim=-1, keepdim=True) + NORM_EPS)  # a (sum of r, not of A)
+    evidence = torch.relu((relevance * mask * weights).sum(dim=0)) * mask[0]  # E, layers summed
+    low, high = evidence.min(), evidence.max()
+    if high == low:  # the released formula has no epsilon; an all-equal batch scores 0
+        return torch.zeros_like(evidence)
+    return (evidence - low) / (high - low)
+
+
+__all__ = ["eos_positions", "gass_scores", "multi_scale_pool"]
