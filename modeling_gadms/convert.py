@@ -265,17 +265,26 @@ def gadms_to_openai_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str,
     return out
 
 
-def load_into(model: GADMSModel, state_dict: dict[str, torch.Tensor], source: str) -> GADMSModel:
-    """Load converted weights, raising a [`ConversionError`] that lists every missing or unexpected key."""
+# Training heads that a CLIP checkpoint does not have; they keep their fresh initialisation.
+TRAINING_HEADS = ("mtp_decoder.", "classifier.")
+
+
+def load_into(
+    model: GADMSModel, state_dict: dict[str, torch.Tensor], source: str, fresh: tuple[str, ...] = TRAINING_HEADS
+) -> GADMSModel:
+    """Load converted weights, raising a [`ConversionError`] that lists every missing or unexpected key.
+
+    Keys under the `fresh` prefixes may be absent: those modules keep their initialisation.
+    """
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
+    missing = sorted(k for k in set(expected) - set(state_dict) if not k.startswith(fresh))
     unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
         raise ConversionError(f"{source}: missing keys {missing}; unexpected keys {unexpected}")
     shapes = [f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state_dict.items() if v.shape != expected[k].shape]
     if shapes:
         raise ConversionError(f"{source}: shape mismatches (checkpoint vs model): {shapes}")
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(state_dict, strict=False)
     return model
 
 

@@ -19,6 +19,7 @@ from transformers.models.clip.modeling_clip import (
 from transformers.utils import ModelOutput
 
 from .configuration_gadms import GADMSConfig, image_size_hw
+from .decoder import GADMSMTPDecoder
 
 
 def resize_position_embedding(
@@ -95,7 +96,18 @@ class GADMSVisionEmbeddings(CLIPVisionEmbeddings):
         return embeddings + self.position_embedding(self.position_ids)
 
 
-class GADMSVisionModel(CLIPVisionModel):
+class _LibraryInitMixin:
+    """Initialise every module with `_init_weights`, as transformers does for its own models.
+
+    transformers skips parameter-less modules of custom code, assuming its `_init_weights` might overwrite
+    loaded weights; ours only uses `transformers.initialization`, which leaves loaded tensors alone.
+    """
+
+    def _initialize_weights(self, module, is_custom_code: bool = False):
+        return super()._initialize_weights(module, is_custom_code=False)
+
+
+class GADMSVisionModel(_LibraryInitMixin, CLIPVisionModel):
     """transformers' CLIP vision tower with [`GADMSVisionEmbeddings`] (rectangular inputs); forward unchanged."""
 
     def __init__(self, config):
@@ -158,7 +170,7 @@ class GADMSOutput(ModelOutput):
         )
 
 
-class GADMSPreTrainedModel(CLIPPreTrainedModel):
+class GADMSPreTrainedModel(_LibraryInitMixin, CLIPPreTrainedModel):
     """Weight initialisation and loading for GA-DMS models (CLIP's initialisation for the CLIP towers)."""
 
     config: GADMSConfig
@@ -168,13 +180,15 @@ class GADMSPreTrainedModel(CLIPPreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        # Matched by identity: a module without parameters of its own (the model itself) is skipped by
-        # transformers' initialisation of custom code, so the projections are initialised as leaves.
         factor = self.config.initializer_factor
-        if module is getattr(self, "text_projection", None):
-            init.normal_(module.weight, std=self.config.text_config.hidden_size**-0.5 * factor)
-        elif module is getattr(self, "visual_projection", None):
-            init.normal_(module.weight, std=self.config.vision_config.hidden_size**-0.5 * factor)
+        if isinstance(module, GADMSModel):
+            init.normal_(module.text_projection.weight, std=self.config.text_config.hidden_size**-0.5 * factor)
+            init.normal_(module.visual_projection.weight, std=self.config.vision_config.hidden_size**-0.5 * factor)
+            if module.classifier is not None:  # IRRA: std 0.001, bias 0
+                init.normal_(module.classifier.weight, std=0.001)
+                init.zeros_(module.classifier.bias)
+        elif isinstance(module, GADMSMTPDecoder):
+            module.init_weights()
 
 
 class GADMSModel(GADMSPreTrainedModel):
@@ -208,6 +222,9 @@ class GADMSModel(GADMSPreTrainedModel):
         self.vision_model = GADMSVisionModel._from_config(vision_config)
         self.visual_projection = nn.Linear(self.vision_embed_dim, config.projection_dim, bias=False)
         self.text_projection = nn.Linear(self.text_embed_dim, config.projection_dim, bias=False)
+        # training-only heads: the masked-token-prediction decoder and the identity classifier (fine-tuning)
+        self.mtp_decoder = GADMSMTPDecoder(config)
+        self.classifier = nn.Linear(config.projection_dim, config.num_identities) if config.num_identities else None
         self.post_init()
 
     @property

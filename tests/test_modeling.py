@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from transformers import AutoModel
 
 import modeling_gadms  # noqa: F401  (registers the Auto classes)
-from modeling_gadms import GADMSModel
+from modeling_gadms import GADMSConfig, GADMSModel
 from modeling_gadms.modeling_gadms import resize_position_embedding
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,14 +122,50 @@ def test_position_resize_matches_hand_written_bilinear():
         resize_position_embedding(table, (4, 4), (2, 2))
 
 
-def test_initialisation_follows_clip(model, tiny_config):
-    width = tiny_config.text_config.hidden_size
-    layers = tiny_config.text_config.num_hidden_layers
-    q = torch.cat([layer.self_attn.q_proj.weight.flatten() for layer in model.text_model.encoder.layers])
-    assert q.std().item() == pytest.approx(width**-0.5 * (2 * layers) ** -0.5, rel=0.15)
+def _std(tensors):
+    return torch.cat([t.detach().flatten() for t in tensors]).std().item()
+
+
+@pytest.mark.parametrize("tower", ["text_model", "vision_model"])
+def test_towers_initialise_like_clip(model, tiny_config, tower):
+    layers = getattr(model, tower).encoder.layers
+    width, depth = layers[0].self_attn.embed_dim, len(layers)
+    in_std = width**-0.5 * (2 * depth) ** -0.5
+    assert _std(l.self_attn.q_proj.weight for l in layers) == pytest.approx(in_std, rel=0.15)
+    assert _std(l.self_attn.out_proj.weight for l in layers) == pytest.approx(width**-0.5, rel=0.15)
+    assert _std(l.mlp.fc1.weight for l in layers) == pytest.approx((2 * width) ** -0.5, rel=0.15)
+    assert _std(l.mlp.fc2.weight for l in layers) == pytest.approx(in_std, rel=0.15)
     assert model.text_projection.weight.std().item() == pytest.approx(width**-0.5, rel=0.15)
-    vision_width = tiny_config.vision_config.hidden_size
-    assert model.visual_projection.weight.std().item() == pytest.approx(vision_width**-0.5, rel=0.15)
+    assert model.visual_projection.weight.std().item() == pytest.approx(width**-0.5, rel=0.15)
+
+
+def test_decoder_and_classifier_initialise_as_the_spec(tiny_config):
+    torch.manual_seed(0)
+    model = GADMSModel(GADMSConfig.tiny(vocab_size=2000, num_identities=50, decoder_layers=3,
+                                        projection_dim=64, decoder_heads=4))
+    decoder, d, layers = model.mtp_decoder, 64, 3
+    attn, proj, fc = d**-0.5, d**-0.5 * (2 * layers) ** -0.5, (2 * d) ** -0.5
+    blocks = decoder.cross_modal_transformer.layers
+    assert _std([decoder.cross_attn.in_proj_weight]) == pytest.approx(attn, rel=0.1)
+    assert _std([decoder.cross_attn.out_proj.weight]) == pytest.approx(proj, rel=0.1)
+    assert _std(b.self_attn.k_proj.weight for b in blocks) == pytest.approx(attn, rel=0.1)
+    assert _std(b.self_attn.out_proj.weight for b in blocks) == pytest.approx(proj, rel=0.1)
+    assert _std(b.mlp.fc1.weight for b in blocks) == pytest.approx(fc, rel=0.1)
+    assert _std(b.mlp.fc2.weight for b in blocks) == pytest.approx(proj, rel=0.1)
+    assert _std([decoder.mlm_head.dense.weight]) == pytest.approx(fc, rel=0.1)
+    assert _std([decoder.mlm_head.fc.weight]) == pytest.approx(proj, rel=0.1)
+    assert all(b.self_attn.q_proj.bias.abs().max() == 0 for b in blocks)
+    assert model.classifier.weight.std().item() == pytest.approx(0.001, rel=0.1)
+    assert model.classifier.out_features == 50 and model.classifier.bias.abs().max() == 0
+
+
+def test_saved_model_loads_with_no_missing_or_unexpected_keys(tmp_path):
+    config = GADMSConfig.tiny(vocab_size=400, num_identities=7)
+    GADMSModel(config).save_pretrained(tmp_path)
+    model, info = AutoModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert model.classifier.out_features == 7
+    assert any(k.startswith("mtp_decoder.cross_modal_transformer.layers.0.") for k in model.state_dict())
 
 
 def test_sdpa_by_default_and_equal_to_eager(tiny_gadms_dir, tiny_config):
