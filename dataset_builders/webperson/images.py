@@ -1,0 +1,102 @@
+"""Image bytes in, RGB pictures out: content ids, robust decoding and JPEG encoding of crops.
+
+Web pools hold every kind of broken or odd file. :func:`decode_rgb` turns each of them either into an
+RGB picture or into a :class:`BadImage` whose ``reason`` is one short word for the stage summaries
+(``empty``, ``undecodable``, ``truncated``, ``too_large``, ``too_small``); it never lets a decoder
+error escape.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps
+
+from ..synthetic.schema import encode_jpeg
+
+__all__ = ["BadImage", "ImageLimits", "content_id", "decode_rgb", "encode_jpeg", "to_rgb"]
+
+
+class BadImage(ValueError):
+    """An input image that cannot be used; ``reason`` is the short name counted in stage summaries."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Size limits of source images.
+
+    Attributes:
+        min_side: images whose shorter side is below this many pixels cannot hold a usable person
+            crop (the detector keeps boxes with a shorter side above 90 px) and are rejected.
+        max_pixels: images with more pixels are rejected before decoding (decompression bombs,
+            panoramas); 64 megapixels by default.
+    """
+
+    min_side: int = 90
+    max_pixels: int = 64_000_000
+
+
+def content_id(data: bytes) -> str:
+    """The stable id of a source image: the first 32 hex digits of the SHA-256 of its bytes."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as RGB: alpha is composited on white, CMYK / palette / grey / 16-bit are converted."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        image = image.point(lambda v: v / 256).convert("L")  # 16-bit grey to 8 bit
+    return image.convert("RGB")
+
+
+def decode_rgb(data: bytes | None, limits: ImageLimits = ImageLimits()) -> tuple[Image.Image, str]:
+    """Decode ``data`` into an RGB picture (EXIF orientation applied) and return it with the file's
+    original mode (``"RGB"``, ``"CMYK"``, ``"RGBA"``, ...).
+
+    Raises:
+        BadImage: with reason ``empty`` (no bytes), ``too_large`` (over ``limits.max_pixels``),
+            ``undecodable`` (not an image PIL reads), ``truncated`` (the data ends early) or
+            ``too_small`` (shorter side under ``limits.min_side``).
+    """
+    if not data:
+        raise BadImage("empty", "zero bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > limits.max_pixels:
+                raise BadImage("too_large", f"{width}x{height} pixels > max_pixels {limits.max_pixels}")
+            mode = image.mode
+            image.load()
+    except BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise BadImage("too_large", str(error)) from None
+    except OSError as error:
+        message = str(error)
+        reason = "truncated" if "truncated" in message or "broken data stream" in message else "undecodable"
+        raise BadImage(reason, message) from None
+    except Exception as error:  # PIL raises many types on malformed files (SyntaxError, ValueError, ...)
+        raise BadImage("undecodable", f"{type(error).__name__}: {error}") from None
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # a malformed EXIF block: keep the stored orientation
+        pass
+    image = to_rgb(image)
+    if min(image.size) < limits.min_side:
+        raise BadImage("too_small", f"{image.size[0]}x{image.size[1]}, shorter side < {limits.min_side}")
+    return image, mode

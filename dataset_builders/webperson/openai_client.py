@@ -1,0 +1,151 @@
+"""A small client for OpenAI-compatible chat-completions endpoints (vLLM, SGLang, TGI, ... servers).
+
+Standard library only (``urllib``): bounded concurrency (a thread pool), a timeout per request, and
+retries with exponential backoff on timeouts, connection errors, HTTP 429 and 5xx. Other HTTP errors
+(400, 401, 404, ...) and malformed answers fail at once. Failures come back as :class:`EndpointError`
+values from :meth:`OpenAIChatClient.complete_many`, so one bad request never stops a batch.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+__all__ = ["EndpointError", "OpenAIChatClient"]
+
+_RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class EndpointError(RuntimeError):
+    """A chat request that failed for good: ``kind`` is ``timeout``, ``connection``, ``http_NNN`` or
+    ``bad_response``; ``attempts`` the number of requests sent."""
+
+    def __init__(self, kind: str, detail: str, attempts: int) -> None:
+        super().__init__(f"{kind} after {attempts} attempt(s): {detail}")
+        self.kind = kind
+        self.detail = detail
+        self.attempts = attempts
+
+
+class OpenAIChatClient:
+    """Send chat-completion requests to ``{base_url}/chat/completions``.
+
+    Args:
+        base_url: e.g. ``http://localhost:8000/v1`` (what ``vllm serve`` offers).
+        model: the served model name.
+        api_key: sent as a bearer token when given (vLLM's ``--api-key``).
+        timeout: seconds per request; max_retries: extra attempts after the first.
+        backoff: first retry delay in seconds (doubling, at most ``max_backoff``).
+        concurrency: requests in flight at once in :meth:`complete_many`.
+    """
+
+    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 120.0,
+                 max_retries: int = 3, backoff: float = 1.0, max_backoff: float = 30.0, concurrency: int = 16) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.api_key = api_key
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.concurrency = max(1, concurrency)
+        self.stats: Counter = Counter()
+        self._lock = threading.Lock()
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.stats[key] += 1
+
+    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url, data=json.dumps(payload).encode(), headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            return json.loads(response.read())
+
+    def complete(self, messages: list[dict[str, Any]], **params: Any) -> str:
+        """The assistant text for ``messages`` (``params``: ``temperature``, ``max_tokens``, ``seed``, ...).
+
+        Raises:
+            EndpointError: after the retries are spent, or at once for a non-retryable failure.
+        """
+        payload = {"model": self.model, "messages": messages, **params}
+        kind, detail = "connection", ""
+        for attempt in range(1, self.max_retries + 2):
+            self._count("requests")
+            retry_after = None
+            try:
+                answer = self._post(payload)
+                try:
+                    content = answer["choices"][0]["message"]["content"]
+                except (KeyError, IndexError, TypeError):
+                    raise EndpointError("bad_response", f"no choices[0].message.content in {str(answer)[:200]}",
+                                        attempt) from None
+                if not isinstance(content, str):
+                    raise EndpointError("bad_response", f"content is {type(content).__name__}", attempt)
+                return content
+            except urllib.error.HTTPError as error:
+                kind, detail = f"http_{error.code}", _body(error)
+                if error.code not in _RETRY_STATUS:
+                    self._count("errors")
+                    raise EndpointError(kind, detail, attempt) from None
+                retry_after = _retry_after(error)
+            except (TimeoutError, socket.timeout) as error:
+                kind, detail = "timeout", f"no answer within {self.timeout} s ({error})"
+            except urllib.error.URLError as error:
+                if isinstance(error.reason, (TimeoutError, socket.timeout)):
+                    kind, detail = "timeout", f"no answer within {self.timeout} s"
+                else:
+                    kind, detail = "connection", str(error.reason)
+            except (ConnectionError, OSError) as error:
+                kind, detail = "connection", f"{type(error).__name__}: {error}"
+            except json.JSONDecodeError as error:
+                self._count("errors")
+                raise EndpointError("bad_response", f"not JSON: {error}", attempt) from None
+            if attempt <= self.max_retries:
+                self._count("retries")
+                delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+                time.sleep(min(self.max_backoff, retry_after) if retry_after is not None else delay)
+        self._count("errors")
+        raise EndpointError(kind, detail, self.max_retries + 1)
+
+    def complete_many(self, conversations: Sequence[list[dict[str, Any]]],
+                      params: Sequence[dict[str, Any]] | None = None) -> list[str | EndpointError]:
+        """Complete each conversation, ``concurrency`` at a time; results in input order, failures as
+        :class:`EndpointError` values."""
+        params = list(params) if params is not None else [{} for _ in conversations]
+
+        def one(index: int) -> str | EndpointError:
+            try:
+                return self.complete(conversations[index], **params[index])
+            except EndpointError as error:
+                return error
+
+        if self.concurrency == 1 or len(conversations) <= 1:
+            return [one(i) for i in range(len(conversations))]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(conversations))) as pool:
+            return list(pool.map(one, range(len(conversations))))
+
+
+def _body(error: urllib.error.HTTPError) -> str:
+    try:
+        return error.read().decode("utf-8", "replace")[:300]
+    except Exception:
+        return str(error)
+
+
+def _retry_after(error: urllib.error.HTTPError) -> float | None:
+    value = error.headers.get("Retry-After") if error.headers else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,257 @@
+"""Where source images come from: a folder, WebDataset tars, parquet shards, a ``datasets`` data set or
+a URL list. Every source yields :class:`SourceItem` objects in a deterministic order.
+
+URL lists: for real pools use img2dataset (``pip install img2dataset``, an optional extra that this
+project does not install) through :func:`download_with_img2dataset`, which writes WebDataset tars that
+:func:`tar_source` reads; :func:`url_source` is a small built-in downloader (threads, timeouts, retries)
+for short lists and tests.
+"""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import pyarrow.parquet as pq
+
+__all__ = ["IMAGE_EXTENSIONS", "DownloadError", "SourceItem", "dataset_source", "download_with_img2dataset",
+           "folder_source", "open_source", "parquet_source", "tar_source", "url_source"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+class DownloadError(OSError):
+    """A source item whose bytes could not be fetched (network error, HTTP status, unreadable file)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One source image: a key unique within the source, its URL ('' when unknown) and a loader."""
+
+    key: str
+    url: str
+    load: Callable[[], bytes]
+
+
+def _constant(data: bytes) -> Callable[[], bytes]:
+    return lambda: data
+
+
+def _failing(reason: str, detail: str) -> Callable[[], bytes]:
+    def load() -> bytes:
+        raise DownloadError(reason, detail)
+    return load
+
+
+def _read_file(path: Path) -> Callable[[], bytes]:
+    def load() -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as error:
+            raise DownloadError("unreadable", f"{path}: {error}") from None
+    return load
+
+
+def folder_source(folder: str | Path) -> Iterator[SourceItem]:
+    """Image files under ``folder`` (recursively, by extension), sorted by relative path."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    for path in paths:
+        yield SourceItem(path.relative_to(root).as_posix(), "", _read_file(path))
+
+
+def _expand(patterns: Sequence[str | Path], suffixes: tuple[str, ...]) -> list[Path]:
+    files: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.name.endswith(suffixes))
+        elif any(ch in str(pattern) for ch in "*?["):
+            files += sorted(Path(p) for p in _glob(str(pattern)))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"source {pattern} matches no file")
+    return files
+
+
+def _glob(pattern: str) -> list[str]:
+    import glob
+    return glob.glob(pattern, recursive=True)
+
+
+def tar_source(patterns: Sequence[str | Path]) -> Iterator[SourceItem]:
+    """WebDataset tars (img2dataset's output): members grouped by key; the image member
+    (``.jpg``/``.png``/``.webp``...) is the image, ``KEY.json``'s ``url`` the URL. A corrupt tar yields
+    one failing item (reason ``unreadable``) and the source goes on with the next tar."""
+    for path in _expand(patterns, (".tar",)):
+        samples: dict[str, dict[str, Any]] = {}
+        order: list[str] = []
+        try:
+            with tarfile.open(path, "r") as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    stem, dot, ext = member.name.rpartition(".")
+                    if not dot:
+                        continue
+                    handle = tar.extractfile(member)
+                    data = handle.read() if handle is not None else b""
+                    if stem not in samples:
+                        samples[stem] = {}
+                        order.append(stem)
+                    samples[stem][ext.lower()] = data
+        except (tarfile.TarError, OSError, EOFError) as error:
+            yield SourceItem(f"{path.name}:<tar error>", "", _failing("unreadable", f"{path}: {error}"))
+        for stem in order:
+            sample = samples[stem]
+            image_ext = next((e for e in sample if f".{e}" in IMAGE_EXTENSIONS), None)
+            if image_ext is None:
+                continue
+            url = ""
+            if "json" in sample:
+                try:
+                    url = str(json.loads(sample["json"]).get("url") or "")
+                except (ValueError, AttributeError):
+                    url = ""
+            yield SourceItem(f"{path.name}:{stem}", url, _constant(sample[image_ext]))
+
+
+def _cell_bytes(cell: Any) -> bytes:
+    if isinstance(cell, dict):
+        data = cell.get("bytes")
+        if data is None and cell.get("path"):
+            return Path(cell["path"]).read_bytes()
+        return data or b""
+    return cell or b""
+
+
+def parquet_source(patterns: Sequence[str | Path], image_column: str = "image",
+                   url_column: str | None = "url") -> Iterator[SourceItem]:
+    """Rows of parquet files; ``image_column`` holds bytes or a ``{"bytes", "path"}`` struct (the
+    ``datasets`` Image layout); ``url_column`` (optional) the URL."""
+    for path in _expand(patterns, (".parquet",)):
+        file = pq.ParquetFile(path)
+        names = file.schema_arrow.names
+        if image_column not in names:
+            raise KeyError(f"{path}: no column {image_column!r} (columns: {names}); set --image-column")
+        columns = [image_column] + ([url_column] if url_column and url_column in names else [])
+        row = 0
+        for batch in file.iter_batches(columns=columns, batch_size=256):
+            data = batch.to_pydict()
+            for i, cell in enumerate(data[image_column]):
+                url = str(data[url_column][i] or "") if len(columns) > 1 else ""
+                try:
+                    load = _constant(_cell_bytes(cell))
+                except OSError as error:
+                    load = _failing("unreadable", f"{path} row {row}: {error}")
+                yield SourceItem(f"{path.name}:{row}", url, load)
+                row += 1
+
+
+def dataset_source(name_or_path: str, split: str = "train", image_column: str = "image",
+                   url_column: str | None = "url") -> Iterator[SourceItem]:
+    """Rows of a ``datasets`` data set: a folder saved with ``save_to_disk``, or anything
+    ``load_dataset`` takes (a local folder or a hub id in the local cache)."""
+    import datasets
+
+    path = Path(name_or_path)
+    if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
+        loaded = datasets.load_from_disk(str(path))
+        ds = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+    else:
+        ds = datasets.load_dataset(name_or_path, split=split)
+    if image_column not in ds.column_names:
+        raise KeyError(f"data set {name_or_path}: no column {image_column!r} (columns: {ds.column_names})")
+    if isinstance(ds.features[image_column], datasets.Image):
+        ds = ds.cast_column(image_column, datasets.Image(decode=False))
+    has_url = bool(url_column) and url_column in ds.column_names
+    for index, row in enumerate(ds.select_columns([image_column] + ([url_column] if has_url else []))):
+        yield SourceItem(f"{split}:{index}", str(row[url_column] or "") if has_url else "",
+                         _constant(_cell_bytes(row[image_column])))
+
+
+def _fetch(url: str, timeout: float, retries: int, user_agent: str) -> bytes:
+    last = ""
+    for attempt in range(retries + 1):
+        try:
+            request = urllib.request.Request(url, headers={"User-Agent": user_agent})
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.read()
+        except urllib.error.HTTPError as error:
+            last = f"HTTP {error.code}"
+            if error.code < 500 and error.code != 429:
+                break
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            last = f"{type(error).__name__}: {getattr(error, 'reason', error)}"
+            if isinstance(error, ValueError):
+                break
+        if attempt < retries:
+            time.sleep(min(2.0, 0.2 * 2 ** attempt))
+    raise DownloadError("download_failed", f"{url}: {last}")
+
+
+def url_source(url_file: str | Path, timeout: float = 10.0, retries: int = 1,
+               user_agent: str = "webperson-curation/0.1") -> Iterator[SourceItem]:
+    """URLs of a text file (one per line; ``#`` comments and blank lines skipped), fetched lazily
+    (the ingest stage fetches a shard's URLs with a thread pool). Failures become ``download_failed``."""
+    path = Path(url_file)
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        url = line.strip()
+        if not url or url.startswith("#"):
+            continue
+        yield SourceItem(f"{path.name}:{number}", url,
+                         lambda url=url: _fetch(url, timeout, retries, user_agent))
+
+
+def download_with_img2dataset(url_file: str | Path, output_folder: str | Path, *, processes: int = 8,
+                              threads: int = 64, **options: Any) -> list[Path]:
+    """Download a URL list with img2dataset (WebDataset output, original image size kept) and return
+    the written tars; feed them to :func:`tar_source`. img2dataset is an optional extra.
+
+    Raises:
+        ImportError: when img2dataset is not installed, with the pip command.
+    """
+    try:
+        from img2dataset import download
+    except ImportError:
+        raise ImportError("URL lists at scale need img2dataset: pip install img2dataset "
+                          "(or use the built-in downloader for short lists: --downloader builtin)") from None
+    out = Path(output_folder)
+    download(url_list=str(url_file), output_folder=str(out), output_format="webdataset",
+             resize_mode="no", processes_count=processes, thread_count=threads, **options)
+    return sorted(out.glob("*.tar"))
+
+
+def open_source(kind: str, location: Sequence[str], **options: Any) -> Iterable[SourceItem]:
+    """The source of ``kind`` (``folder``, ``tar``, ``parquet``, ``dataset``, ``urls``) at ``location``."""
+    if kind == "folder":
+        if len(location) != 1:
+            raise ValueError("--source folder takes exactly one folder")
+        return folder_source(location[0])
+    if kind == "tar":
+        return tar_source(location)
+    if kind == "parquet":
+        return parquet_source(location, options.get("image_column", "image"), options.get("url_column", "url"))
+    if kind == "dataset":
+        return dataset_source(location[0], options.get("split", "train"), options.get("image_column", "image"),
+                              options.get("url_column", "url"))
+    if kind == "urls":
+        if options.get("downloader", "builtin") == "img2dataset":
+            tars = download_with_img2dataset(location[0], options["download_dir"])
+            return tar_source(tars)
+        return url_source(location[0], options.get("timeout", 10.0), options.get("retries", 1))
+    raise ValueError(f"unknown source kind {kind!r}; use folder, tar, parquet, dataset or urls")
