@@ -149,17 +149,19 @@ class StageStore:
 
     # ----- manifest ---------------------------------------------------------------------------------
     def totals(self) -> dict[str, Any]:
-        """Counts summed over the done shards: ``{"shards", "in", "kept", "rejected": {reason: n}}``."""
+        """Counts summed over the done shards: ``{"shards", "in", "kept", "rejected": {reason: n}, "extra": {...}}``."""
         total_in = kept = 0
         rejected: Counter = Counter()
+        extra: Counter = Counter()
         names = self.done_names()
         for name in names:
             marker = self.marker(name)
             total_in += marker.get("in", 0)
             kept += marker.get("kept", 0)
             rejected.update(marker.get("rejected", {}))
+            extra.update(marker.get("extra", {}))
         return {"stage": self.stage, "shards": len(names), "in": total_in, "kept": kept,
-                "rejected": dict(sorted(rejected.items()))}
+                "rejected": dict(sorted(rejected.items())), "extra": dict(sorted(extra.items()))}
 
     def write_manifest(self) -> dict[str, Any]:
         """Rewrite ``manifest.json`` from the done markers and return it."""

@@ -78,6 +78,7 @@ def format_summary(manifest: Mapping[str, Any]) -> str:
     """A plain-text table of one stage: items in, kept, and rejected per reason."""
     rows = [("in", manifest.get("in", 0)), ("kept", manifest.get("kept", 0))]
     rows += [(f"rejected: {reason}", n) for reason, n in manifest.get("rejected", {}).items()]
+    rows += [(f"note: {key}", n) for key, n in manifest.get("extra", {}).items()]
     width = max(len(label) for label, _ in rows)
     lines = [f"== {manifest.get('stage', '?')}: {manifest.get('shards', 0)} shards done"
              f" ({manifest.get('processed_now', 0)} now)"]
