@@ -7,8 +7,12 @@ Importing this package registers the classes with transformers' Auto classes, so
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
 from .configuration_gadms import PRESETS, GADMSConfig
+from .gass import gass_scores
+from .losses import id_loss, mtp_loss, sdm_loss
+from .masking import dual_masking, random_mlm_masking
 from .modeling_gadms import GADMSEncoderOutput, GADMSModel, GADMSOutput, GADMSPreTrainedModel
 from .processing_gadms import GADMSProcessor, person_image_processor
+from .score_bank import ScoreBank
 
 AutoConfig.register(GADMSConfig.model_type, GADMSConfig, exist_ok=True)
 AutoModel.register(GADMSConfig, GADMSModel, exist_ok=True)
@@ -28,5 +32,12 @@ __all__ = [
     "GADMSOutput",
     "GADMSPreTrainedModel",
     "GADMSProcessor",
+    "ScoreBank",
+    "dual_masking",
+    "gass_scores",
+    "id_loss",
+    "mtp_loss",
     "person_image_processor",
+    "random_mlm_masking",
+    "sdm_loss",
 ]

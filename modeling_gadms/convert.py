@@ -62,7 +62,16 @@ _TRANSPOSED = {"visual.proj": "visual_projection.weight", "text_projection": "te
 _VISION_POSITIONS = ("visual.positional_embedding", "vision_model.embeddings.position_embedding.weight")
 # Entries of OpenAI / open_clip state dicts that GA-DMS has no use for (it uses a fixed temperature).
 _IGNORED_OPENAI_KEYS = {"logit_scale", "input_resolution", "context_length", "vocab_size", "attn_mask"}
-_TOWERS = (("visual.transformer.resblocks.", "vision_model.encoder.layers."), ("transformer.resblocks.", "text_model.encoder.layers."))
+_TOWERS = (
+    ("visual.transformer.resblocks.", "vision_model.encoder.layers."),
+    ("transformer.resblocks.", "text_model.encoder.layers."),
+)
+# Released GA-DMS / IRRA / NAM checkpoints: OpenAI-format CLIP under `base_model.` plus the MTP decoder
+# (`cross_attn`, `cross_modal_transformer`, `ln_pre_t`, `ln_pre_i`, `ln_post`, `mlm_head`) and an optional
+# identity `classifier`.
+RELEASED_PREFIX = "base_model."
+_DECODER_TOWER = (("cross_modal_transformer.resblocks.", "mtp_decoder.cross_modal_transformer.layers."),)
+_DECODER_MODULES = ("cross_attn.", "ln_pre_t.", "ln_pre_i.", "ln_post.", "mlm_head.")
 
 
 class ConversionError(ValueError):
@@ -209,15 +218,15 @@ def openai_to_gadms_state_dict(
         elif key == _VISION_POSITIONS[0]:
             grid = _source_grid(value.shape[0], target_grid, source_image_size, patch)
             out[_VISION_POSITIONS[1]] = resize_position_embedding(value, grid, target_grid)
-        elif not _rename_block_key(key, value, out):
+        elif not _rename_block_key(key, value, out, _TOWERS):
             unknown.append(key)
     if unknown:
         raise ConversionError(f"unknown keys in the OpenAI-format state dict: {sorted(unknown)}")
     return out
 
 
-def _rename_block_key(key: str, value: torch.Tensor, out: dict) -> bool:
-    for source_prefix, target_prefix in _TOWERS:
+def _rename_block_key(key: str, value: torch.Tensor, out: dict, towers) -> bool:
+    for source_prefix, target_prefix in towers:
         match = re.fullmatch(re.escape(source_prefix) + r"(\d+)\.(.+)", key)
         if not match:
             continue
@@ -234,7 +243,7 @@ def _rename_block_key(key: str, value: torch.Tensor, out: dict) -> bool:
     return False
 
 
-def gadms_to_openai_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def gadms_to_openai_state_dict(state_dict: dict[str, torch.Tensor], towers=_TOWERS) -> dict[str, torch.Tensor]:
     """The inverse of [`openai_to_gadms_state_dict`] for the encoder weights (at the model's own grid).
 
     Keys outside the two towers and their projections (e.g. an MTP decoder) are left out.
@@ -251,7 +260,7 @@ def gadms_to_openai_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str,
         elif key == _VISION_POSITIONS[1]:
             out[_VISION_POSITIONS[0]] = value
         else:
-            for source_prefix, target_prefix in _TOWERS:
+            for source_prefix, target_prefix in towers:
                 match = re.fullmatch(re.escape(target_prefix) + r"(\d+)\.(.+)\.(weight|bias)", key)
                 if not match:
                     continue
@@ -263,6 +272,70 @@ def gadms_to_openai_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str,
     for (layer, param), parts in fused.items():
         out[f"{layer}attn.in_proj_{param}"] = torch.cat([parts["q_proj"], parts["k_proj"], parts["v_proj"]], dim=0)
     return out
+
+
+def released_to_gadms_state_dict(
+    state_dict: dict[str, torch.Tensor], config: GADMSConfig, source_image_size=None
+) -> dict[str, torch.Tensor]:
+    """Rename a released GA-DMS / IRRA / NAM state dict to GA-DMS keys (encoders, MTP decoder, classifier).
+
+    Every key must be recognised: unknown keys raise a [`ConversionError`] listing all of them.
+    """
+    clip = {k[len(RELEASED_PREFIX):]: v for k, v in state_dict.items() if k.startswith(RELEASED_PREFIX)}
+    out = openai_to_gadms_state_dict(clip, config, source_image_size=source_image_size)
+    unknown = []
+    for key, value in state_dict.items():
+        if key.startswith(RELEASED_PREFIX):
+            continue
+        if key.startswith(_DECODER_MODULES):
+            out["mtp_decoder." + key] = value
+        elif key.startswith("classifier."):
+            out[key] = value
+        elif not _rename_block_key(key, value, out, _DECODER_TOWER):
+            unknown.append(key)
+    if unknown:
+        raise ConversionError(f"unknown keys in the released checkpoint: {sorted(unknown)}")
+    return out
+
+
+def gadms_to_released_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of [`released_to_gadms_state_dict`] (at the model's own position grid)."""
+    out = {RELEASED_PREFIX + k: v for k, v in gadms_to_openai_state_dict(state_dict).items()}
+    out.update(gadms_to_openai_state_dict(state_dict, towers=_DECODER_TOWER))
+    for key, value in state_dict.items():
+        if key.startswith("mtp_decoder.") and key[len("mtp_decoder."):].startswith(_DECODER_MODULES):
+            out[key[len("mtp_decoder."):]] = value
+        elif key.startswith("classifier."):
+            out[key] = value
+    return out
+
+
+def gadms_config_from_released(
+    state_dict: dict[str, torch.Tensor], image_size=(384, 128), preset: str = "released", **config_kwargs
+) -> GADMSConfig:
+    """A [`GADMSConfig`] for a released checkpoint: the CLIP architecture, decoder depth, classifier size."""
+    from .configuration_gadms import PRESETS
+
+    if "cross_attn.in_proj_weight" not in state_dict:
+        raise ConversionError("not a released GA-DMS / IRRA checkpoint: no cross_attn.in_proj_weight")
+    clip = {k[len(RELEASED_PREFIX):]: v for k, v in state_dict.items() if k.startswith(RELEASED_PREFIX)}
+    width = state_dict["cross_attn.in_proj_weight"].shape[1]
+    defaults = {
+        **PRESETS[preset],
+        "decoder_layers": _count_blocks(state_dict, "cross_modal_transformer.resblocks."),
+        "decoder_heads": max(width // 64, 1),
+        "num_identities": state_dict["classifier.weight"].shape[0] if "classifier.weight" in state_dict else 0,
+    }
+    return gadms_config_from_openai(clip, image_size=image_size, **{**defaults, **config_kwargs})
+
+
+def convert_released_state_dict(
+    state_dict: dict[str, torch.Tensor], image_size=(384, 128), source_image_size=None, **config_kwargs
+) -> GADMSModel:
+    """Build a [`GADMSModel`] (decoder and classifier included) from a released GA-DMS / IRRA / NAM state dict."""
+    config = gadms_config_from_released(state_dict, image_size=image_size, **config_kwargs)
+    converted = released_to_gadms_state_dict(state_dict, config, source_image_size=source_image_size)
+    return load_into(GADMSModel(config), converted, "released checkpoint", fresh=())
 
 
 # Training heads that a CLIP checkpoint does not have; they keep their fresh initialisation.
@@ -382,6 +455,15 @@ def _parse_args(argv=None) -> argparse.Namespace:
         p.add_argument("--preset", choices=["paper", "released"], default="paper",
                        help="GA-DMS training settings to store in the config (default: paper)")
 
+    def state_dict_options(p):
+        p.add_argument("--bpe", help="OpenAI BPE merges file bpe_simple_vocab_16e6.txt.gz "
+                                     "(default: the copy inside open_clip, when installed)")
+        p.add_argument("--tokenizer", help="a transformers CLIP tokenizer directory, instead of --bpe")
+        p.add_argument("--source-image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+                       help="input size of the checkpoint when its position grid is not square")
+        p.add_argument("--vision-heads", type=int, help="vision attention heads (default: width / 64)")
+        p.add_argument("--text-heads", type=int, help="text attention heads (default: width / 64)")
+
     clip = sub.add_parser("clip", help="a transformers CLIP checkpoint directory (e.g. openai/clip-vit-base-patch16)")
     clip.add_argument("clip_dir", help="directory with config.json, weights and tokenizer files")
     common(clip)
@@ -389,13 +471,13 @@ def _parse_args(argv=None) -> argparse.Namespace:
     openai = sub.add_parser("openai", help="an OpenAI-format CLIP state dict (.pt/.pth/.safetensors)")
     openai.add_argument("checkpoint", help="state dict file (e.g. OpenAI's ViT-B-16.pt)")
     common(openai)
-    openai.add_argument("--bpe", help="OpenAI BPE merges file bpe_simple_vocab_16e6.txt.gz "
-                                      "(default: the copy inside open_clip, when installed)")
-    openai.add_argument("--tokenizer", help="a transformers CLIP tokenizer directory, instead of --bpe")
-    openai.add_argument("--source-image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
-                        help="input size of the checkpoint when its position grid is not square")
-    openai.add_argument("--vision-heads", type=int, help="vision attention heads (default: width / 64)")
-    openai.add_argument("--text-heads", type=int, help="text attention heads (default: width / 64)")
+    state_dict_options(openai)
+
+    released = sub.add_parser("released", help="a released GA-DMS / IRRA / NAM checkpoint (e.g. best.pth)")
+    released.add_argument("checkpoint", help="*.pth holding `model` or `state_dict` (keys with or without module.)")
+    common(released)
+    state_dict_options(released)
+    released.set_defaults(preset="released")
     return parser.parse_args(argv)
 
 
@@ -412,7 +494,8 @@ def main(argv=None) -> int:
             tokenizer = tokenizer_from_directory(args.clip_dir)
         else:
             state_dict = load_state_dict(args.checkpoint)
-            model = convert_openai_state_dict(
+            convert = convert_released_state_dict if args.source == "released" else convert_openai_state_dict
+            model = convert(
                 state_dict,
                 image_size=tuple(args.image_size),
                 source_image_size=args.source_image_size,

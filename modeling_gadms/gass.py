@@ -20,16 +20,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .masking import first_eos_position
+
 NORM_EPS = 1e-8
 
 
 def eos_positions(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """Index of the first `eos_token_id` of each caption; a caption without one is an error."""
-    is_eos = input_ids == eos_token_id
-    if not bool(is_eos.any(dim=1).all()):
-        missing = (~is_eos.any(dim=1)).nonzero().flatten().tolist()
+    """Index of the first `eos_token_id` of each caption; a caption without one is an error here (GASS
+    differentiates the similarity at the EOS feature)."""
+    eos = first_eos_position(input_ids, eos_token_id)
+    missing = (eos == input_ids.shape[1]).nonzero().flatten().tolist()
+    if missing:
         raise ValueError(f"captions {missing} of the batch have no end-of-text token (id {eos_token_id})")
-    return is_eos.int().argmax(dim=1)
+    return eos
 
 
 def multi_scale_pool(x: torch.Tensor, lengths: torch.Tensor, scales) -> torch.Tensor:

@@ -20,6 +20,8 @@ from transformers.utils import ModelOutput
 
 from .configuration_gadms import GADMSConfig, image_size_hw
 from .decoder import GADMSMTPDecoder
+from .gass import gass_scores
+from .objectives import OBJECTIVES, gadms_objective, irra_objective
 
 
 def resize_position_embedding(
@@ -146,6 +148,10 @@ class GADMSOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor`, *optional*): the training objective, when one is computed.
+        sdm_loss, mtp_loss, id_loss, mlm_loss (`torch.FloatTensor`, *optional*): the objective's terms
+            (unweighted); `mtp_loss` for `objective="gadms"`, `id_loss` / `mlm_loss` for `objective="irra"`.
+        token_scores (`torch.FloatTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            the new GASS scores of the unmasked captions (`objective="gadms"`), for the samples' next visit.
         logits_per_image (`torch.FloatTensor` of shape `(image_batch_size, text_batch_size)`):
             Cosine similarities of the L2-normalised embeddings divided by the fixed temperature.
         logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, image_batch_size)`):
@@ -156,6 +162,11 @@ class GADMSOutput(ModelOutput):
     """
 
     loss: torch.FloatTensor | None = None
+    sdm_loss: torch.FloatTensor | None = None
+    mtp_loss: torch.FloatTensor | None = None
+    id_loss: torch.FloatTensor | None = None
+    mlm_loss: torch.FloatTensor | None = None
+    token_scores: torch.FloatTensor | None = None
     logits_per_image: torch.FloatTensor | None = None
     logits_per_text: torch.FloatTensor | None = None
     text_embeds: torch.FloatTensor | None = None
@@ -165,7 +176,7 @@ class GADMSOutput(ModelOutput):
 
     def to_tuple(self):
         return tuple(
-            self[k] if k not in ("text_model_output", "vision_model_output") else getattr(self, k).to_tuple()
+            self[k] if k not in ("text_model_output", "vision_model_output") else self[k].to_tuple()
             for k in self.keys()
         )
 
@@ -225,7 +236,22 @@ class GADMSModel(GADMSPreTrainedModel):
         # training-only heads: the masked-token-prediction decoder and the identity classifier (fine-tuning)
         self.mtp_decoder = GADMSMTPDecoder(config)
         self.classifier = nn.Linear(config.projection_dim, config.num_identities) if config.num_identities else None
+        self.score_bank = None
         self.post_init()
+
+    def attach_score_bank(self, bank) -> None:
+        """Use `bank` (a [`ScoreBank`], not a module: it is never saved with the weights) for `sample_index`.
+
+        With a bank, `forward(..., objective="gadms", sample_index=...)` reads each sample's previous scores
+        before masking and writes the new GASS scores after (gathered from every process).
+        """
+        self.score_bank = bank
+
+    def compute_token_scores(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, variant: str | None = None):
+        """GASS scores `(batch, sequence_length)` in [0, 1] of unmasked captions against their images."""
+        with torch.no_grad():
+            image_embeds = self.get_image_features(pixel_values)
+        return gass_scores(self, input_ids, image_embeds, variant=variant)
 
     @property
     def logit_scale(self) -> float:
@@ -298,19 +324,43 @@ class GADMSModel(GADMSPreTrainedModel):
         input_ids: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        objective: str | None = None,
+        person_ids: torch.Tensor | None = None,
+        sample_index: torch.Tensor | None = None,
+        token_scores: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
         **kwargs,
     ) -> GADMSOutput | tuple:
-        """Embed captions and images and return their scaled cosine similarities ([`GADMSOutput`])."""
+        """Embed captions and images and return their scaled cosine similarities, or a training objective.
+
+        Args:
+            input_ids, attention_mask: tokenized captions (from [`GADMSProcessor`]).
+            pixel_values: images, one per caption when an objective is computed.
+            objective: `None` (similarities only), `"gadms"` (pretraining) or `"irra"` (fine-tuning); see
+                `modeling_gadms.objectives`.
+            person_ids: identity of each sample (captions of one person are positives of each other); defaults to
+                one identity per sample in a single process.
+            sample_index: dataset index of each sample, for the attached score bank (`objective="gadms"`).
+            token_scores: each sample's previous GASS scores, instead of a score bank (default: the initial score).
+            generator: random generator for the masks.
+        """
         if input_ids is None or pixel_values is None:
             raise ValueError("GADMSModel.forward needs both input_ids and pixel_values")
-        text = self.encode_text(input_ids, attention_mask)
-        image = self.encode_image(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        if objective is not None:
+            output = self._objective(objective, input_ids, pixel_values, attention_mask, person_ids, sample_index,
+                                     token_scores, generator, interpolate_pos_encoding)
+        else:
+            text = self.encode_text(input_ids, attention_mask)
+            image = self.encode_image(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+            output = {"text": text, "image": image}
+        text, image = output.pop("text"), output.pop("image")
         text_embeds = F.normalize(text.embeds, dim=-1)
         image_embeds = F.normalize(image.embeds, dim=-1)
         logits_per_text = text_embeds @ image_embeds.t() * self.logit_scale
-        output = GADMSOutput(
+        result = GADMSOutput(
+            **output,
             logits_per_image=logits_per_text.t(),
             logits_per_text=logits_per_text,
             text_embeds=text_embeds,
@@ -318,7 +368,27 @@ class GADMSModel(GADMSPreTrainedModel):
             text_model_output=text.model_output,
             vision_model_output=image.model_output,
         )
-        return output if return_dict is not False else output.to_tuple()
+        return result if return_dict is not False else result.to_tuple()
+
+    def _objective(self, objective, input_ids, pixel_values, attention_mask, person_ids, sample_index, token_scores,
+                   generator, interpolate_pos_encoding) -> dict:
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
+        if input_ids.shape[0] != pixel_values.shape[0]:
+            raise ValueError(
+                f"an objective needs one image per caption: {input_ids.shape[0]} captions, {pixel_values.shape[0]} images"
+            )
+        common = dict(attention_mask=attention_mask, person_ids=person_ids, generator=generator,
+                      interpolate_pos_encoding=interpolate_pos_encoding)
+        if objective == "irra":
+            return irra_objective(self, input_ids, pixel_values, **common)
+        bank = self.score_bank if sample_index is not None else None
+        if token_scores is None and bank is not None:
+            token_scores = bank.get(sample_index).to(input_ids.device)
+        output = gadms_objective(self, input_ids, pixel_values, token_scores=token_scores, **common)
+        if bank is not None:
+            bank.update(sample_index, output["token_scores"])
+        return output
 
 
 __all__ = [

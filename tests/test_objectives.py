@@ -1,0 +1,124 @@
+"""The trainer's entry point: `GADMSModel.forward(..., objective="gadms" | "irra")`."""
+
+import pytest
+import torch
+
+import modeling_gadms.objectives as objectives
+from modeling_gadms import GADMSConfig, GADMSModel
+from modeling_gadms.losses import sdm_loss
+from modeling_gadms.score_bank import ScoreBank
+
+VOCAB = 400
+
+
+def _config(**kwargs):
+    return GADMSConfig.tiny(vocab_size=VOCAB, **kwargs)
+
+
+def _batch(batch=4, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, VOCAB - 3, (batch, 77), generator=generator)
+    ids[:, 0] = VOCAB - 2
+    eos = torch.tensor([6, 11, 17, 25, 9, 13][:batch])
+    for row, position in enumerate(eos.tolist()):
+        ids[row, position], ids[row, position + 1:] = VOCAB - 1, 0
+    mask = (torch.arange(77)[None] <= eos[:, None]).long()
+    pixels = torch.randn(batch, 3, 64, 32, generator=generator)
+    return ids, mask, pixels
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return GADMSModel(_config(num_identities=3)).train()
+
+
+def test_gadms_loss_is_weighted_sum_and_scores_are_returned(model):
+    ids, mask, pixels = _batch()
+    out = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, objective="gadms",
+                person_ids=torch.tensor([0, 0, 1, 2]), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(out.loss, out.sdm_loss + model.config.mtp_loss_weight * out.mtp_loss)
+    assert out.token_scores.shape == ids.shape and not out.token_scores.requires_grad
+    assert out.token_scores.min() >= 0 and out.token_scores.max() <= 1
+    assert out.id_loss is None and out.mlm_loss is None
+    assert out.logits_per_text.shape == (4, 4)
+    model.zero_grad(set_to_none=True)
+    out.loss.backward()
+    for name in ("mtp_decoder.mlm_head.fc.weight", "text_projection.weight", "vision_model.embeddings.class_embedding"):
+        assert model.get_parameter(name).grad is not None, name
+    assert model.classifier.weight.grad is None  # no identity loss in pretraining
+
+
+def test_without_noise_masking_gadms_sdm_equals_irra_sdm():
+    torch.manual_seed(0)
+    model = GADMSModel(_config(mask_alpha_noise=0.0)).eval()
+    ids, mask, pixels = _batch()
+    pids = torch.tensor([0, 1, 1, 2])
+    gadms = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, objective="gadms", person_ids=pids)
+    irra = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, objective="irra", person_ids=pids)
+    torch.testing.assert_close(gadms.sdm_loss, irra.sdm_loss)
+    with torch.no_grad():
+        reference = sdm_loss(model.get_image_features(pixels), model.get_text_features(ids, mask), pids, 50.0)
+    torch.testing.assert_close(irra.sdm_loss.detach(), reference)
+
+
+def test_irra_loss_terms(model):
+    ids, mask, pixels = _batch()
+    out = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, objective="irra",
+                person_ids=torch.tensor([0, 2, 1, 2]))
+    config = model.config
+    expected = (config.sdm_loss_weight * out.sdm_loss + config.id_loss_weight * out.id_loss
+                + config.mlm_loss_weight * out.mlm_loss)
+    torch.testing.assert_close(out.loss, expected)
+    assert out.token_scores is None and out.mtp_loss is None
+    with pytest.raises(ValueError, match=r"person_ids must lie in \[0, 3\)"):
+        model(input_ids=ids, pixel_values=pixels, objective="irra", person_ids=torch.tensor([0, 1, 2, 3]))
+
+
+def test_score_bank_previous_visit_drives_the_masks(model, monkeypatch):
+    ids, mask, pixels = _batch()
+    bank = ScoreBank.from_config(model.config, num_samples=20)
+    model.attach_score_bank(bank)
+    seen = []
+    original = objectives.dual_masking
+
+    def recording(input_ids, scores, config, generator=None):
+        seen.append(scores.clone())
+        return original(input_ids, scores, config, generator=generator)
+
+    monkeypatch.setattr(objectives, "dual_masking", recording)
+    index = torch.tensor([3, 7, 11, 19])
+    try:
+        first = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, objective="gadms", sample_index=index)
+        torch.testing.assert_close(seen[0], torch.full(ids.shape, 0.85), atol=1e-3, rtol=0)  # initial score
+        stored = bank.get(index)
+        torch.testing.assert_close(stored, first.token_scores.float(), atol=1e-3, rtol=0)  # float16 storage
+        model(input_ids=ids, pixel_values=pixels, attention_mask=mask, objective="gadms", sample_index=index)
+        torch.testing.assert_close(seen[1], stored)  # second visit uses the first visit's scores
+        untouched = bank.get(torch.tensor([0, 1, 2]))
+        torch.testing.assert_close(untouched, torch.full((3, 77), 0.85), atol=1e-3, rtol=0)
+    finally:
+        model.attach_score_bank(None)
+
+
+def test_explicit_token_scores_and_generator_determinism(model):
+    ids, mask, pixels = _batch()
+    scores = torch.rand(ids.shape, generator=torch.Generator().manual_seed(3))
+    runs = [model(input_ids=ids, pixel_values=pixels, attention_mask=mask, objective="gadms", token_scores=scores,
+                  generator=torch.Generator().manual_seed(5)) for _ in range(2)]
+    torch.testing.assert_close(runs[0].loss, runs[1].loss)
+    torch.testing.assert_close(runs[0].token_scores, runs[1].token_scores)
+
+
+def test_objective_errors(model):
+    ids, mask, pixels = _batch()
+    with pytest.raises(ValueError, match="unknown objective 'clip'"):
+        model(input_ids=ids, pixel_values=pixels, objective="clip")
+    with pytest.raises(ValueError, match="one image per caption: 4 captions, 3 images"):
+        model(input_ids=ids, pixel_values=pixels[:3], objective="gadms")
+
+
+def test_compute_token_scores_for_users(model):
+    ids, _, pixels = _batch()
+    scores = model.compute_token_scores(ids, pixels)
+    assert scores.shape == ids.shape and scores[:, 0].eq(0).all()
