@@ -1,1 +1,56 @@
-"""evaluation package."""
+"""Evaluation of text-to-person retrieval: the field's metrics, benchmark loaders, batched embedding.
+
+- :func:`retrieval_metrics` (and friends in :mod:`evaluation.metrics`): R@K / mAP / mINP by the SPEC
+  protocol, chunked (memory ``O(chunk x gallery)``), CPU or GPU.
+- :mod:`evaluation.benchmarks`: CUHK-PEDES, ICFG-PEDES, RSTPReid and UFine6926 as ``datasets`` objects.
+- :mod:`evaluation.embedding`: embed images / captions with any model exposing ``get_image_features`` /
+  ``get_text_features`` and its processor, batched.
+- ``python evaluation/evaluate_retrieval.py --help``: the evaluation command line.
+- ``evaluate.load("evaluation/metrics/person_retrieval")``: the same metric as an ``evaluate`` module.
+
+The loaders and the embedding helpers are imported lazily (they pull in ``datasets`` / ``PIL``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .metrics import (
+    NoPositiveError,
+    PerQueryRetrieval,
+    bidirectional_retrieval_metrics,
+    per_query_retrieval,
+    retrieval_metrics,
+    retrieval_metrics_from_similarity,
+    summarize_per_query,
+)
+
+_LAZY = {
+    "BENCHMARKS": "benchmarks",
+    "BenchmarkFormatError": "benchmarks",
+    "MissingImagesError": "benchmarks",
+    "RetrievalSplit": "benchmarks",
+    "evaluation_view": "benchmarks",
+    "load_benchmark": "benchmarks",
+    "load_retrieval_split": "benchmarks",
+    "embed_images": "embedding",
+    "embed_texts": "embedding",
+}
+
+__all__ = [
+    "NoPositiveError",
+    "PerQueryRetrieval",
+    "bidirectional_retrieval_metrics",
+    "per_query_retrieval",
+    "retrieval_metrics",
+    "retrieval_metrics_from_similarity",
+    "summarize_per_query",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
