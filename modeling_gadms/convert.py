@@ -243,13 +243,16 @@ def _rename_block_key(key: str, value: torch.Tensor, out: dict, towers) -> bool:
     return False
 
 
-def gadms_to_openai_state_dict(state_dict: dict[str, torch.Tensor], towers=_TOWERS) -> dict[str, torch.Tensor]:
+def gadms_to_openai_state_dict(
+    state_dict: dict[str, torch.Tensor], towers=_TOWERS, top_level: bool = True
+) -> dict[str, torch.Tensor]:
     """The inverse of [`openai_to_gadms_state_dict`] for the encoder weights (at the model's own grid).
 
-    Keys outside the two towers and their projections (e.g. an MTP decoder) are left out.
+    Keys outside the two towers and their projections (e.g. an MTP decoder) are left out. `towers` and
+    `top_level=False` select other transformer stacks (the decoder's) alone.
     """
-    top = {v: k for k, v in _TOP_RENAMES.items()}
-    transposed = {v: k for k, v in _TRANSPOSED.items()}
+    top = {v: k for k, v in _TOP_RENAMES.items()} if top_level else {}
+    transposed = {v: k for k, v in _TRANSPOSED.items()} if top_level else {}
     blocks = {v: k for k, v in _BLOCK_RENAMES.items()}
     out, fused = {}, {}
     for key, value in state_dict.items():
@@ -257,7 +260,7 @@ def gadms_to_openai_state_dict(state_dict: dict[str, torch.Tensor], towers=_TOWE
             out[top[key]] = value
         elif key in transposed:
             out[transposed[key]] = value.t().contiguous()
-        elif key == _VISION_POSITIONS[1]:
+        elif top_level and key == _VISION_POSITIONS[1]:
             out[_VISION_POSITIONS[0]] = value
         else:
             for source_prefix, target_prefix in towers:
@@ -301,7 +304,7 @@ def released_to_gadms_state_dict(
 def gadms_to_released_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The inverse of [`released_to_gadms_state_dict`] (at the model's own position grid)."""
     out = {RELEASED_PREFIX + k: v for k, v in gadms_to_openai_state_dict(state_dict).items()}
-    out.update(gadms_to_openai_state_dict(state_dict, towers=_DECODER_TOWER))
+    out.update(gadms_to_openai_state_dict(state_dict, towers=_DECODER_TOWER, top_level=False))
     for key, value in state_dict.items():
         if key.startswith("mtp_decoder.") and key[len("mtp_decoder."):].startswith(_DECODER_MODULES):
             out[key[len("mtp_decoder."):]] = value
@@ -477,6 +480,7 @@ def _parse_args(argv=None) -> argparse.Namespace:
     released.add_argument("checkpoint", help="*.pth holding `model` or `state_dict` (keys with or without module.)")
     common(released)
     state_dict_options(released)
+    released.add_argument("--decoder-heads", type=int, help="MTP decoder attention heads (default: width / 64)")
     released.set_defaults(preset="released")
     return parser.parse_args(argv)
 
@@ -494,6 +498,9 @@ def main(argv=None) -> int:
             tokenizer = tokenizer_from_directory(args.clip_dir)
         else:
             state_dict = load_state_dict(args.checkpoint)
+            extra = {}
+            if args.source == "released" and args.decoder_heads:
+                extra["decoder_heads"] = args.decoder_heads
             convert = convert_released_state_dict if args.source == "released" else convert_openai_state_dict
             model = convert(
                 state_dict,
@@ -502,6 +509,7 @@ def main(argv=None) -> int:
                 vision_heads=args.vision_heads,
                 text_heads=args.text_heads,
                 **preset,
+                **extra,
             )
             if args.tokenizer:
                 tokenizer = tokenizer_from_directory(args.tokenizer)
