@@ -183,7 +183,7 @@ def test_queries_with_many_positives_use_sort_path_correctly():
     assert_metrics_close(got, reference_metrics(sims, query_ids, gallery_ids, (1, 5, 10)))
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_embeddings_match_reference_any_chunking(seed, dtype):
     gen = np.random.default_rng(seed)
@@ -194,7 +194,8 @@ def test_embeddings_match_reference_any_chunking(seed, dtype):
     queries = dyadic_embeddings(gen, n_queries, dim)
     ref = reference_metrics(exact_cosines(queries, gallery), query_ids, gallery_ids, (1, 3, 5, 10))
     q, g = torch.from_numpy(queries).to(dtype), torch.from_numpy(gallery).to(dtype)
-    for chunk, block in [(None, None), (1, None), (7, 5), (64, 1), (3, 1000)]:
+    chunkings = [(None, None), (7, 5), (64, 1), (4, 1000)] + ([(1, None)] if seed == 0 else [])
+    for chunk, block in chunkings:
         got = retrieval_metrics(q, g, query_ids, gallery_ids, (1, 3, 5, 10), chunk_size=chunk, gallery_block_size=block)
         assert_metrics_close(got, ref)
 
@@ -275,18 +276,19 @@ def _status_kib(field: str) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS via /proc (Linux)")
 def test_peak_memory_is_chunk_by_gallery_not_queries_by_gallery():
     gen = torch.Generator().manual_seed(0)
-    n_queries, n_gallery, dim = 20000, 4000, 16
+    n_queries, n_gallery, dim = 12000, 5000, 16
     gallery_ids = torch.arange(n_gallery) // 4
     query_ids = gallery_ids[torch.randint(0, n_gallery, (n_queries,), generator=gen)]
     gallery = torch.randn(n_gallery, dim, generator=gen)
     queries = torch.randn(n_queries, dim, generator=gen)
-    retrieval_metrics(queries[:100], gallery, query_ids[:100], gallery_ids, chunk_size=256)  # warm-up
+    retrieval_metrics(queries[:100], gallery, query_ids[:100], gallery_ids, chunk_size=600)  # warm-up
     if not _reset_peak_rss():
         pytest.skip("cannot reset the peak RSS (/proc/self/clear_refs)")
     before = _status_kib("VmRSS")
-    retrieval_metrics(queries, gallery, query_ids, gallery_ids, chunk_size=256)
+    retrieval_metrics(queries, gallery, query_ids, gallery_ids, chunk_size=600)
     increase_mib = (_status_kib("VmHWM") - before) / 1024
-    full_matrix_mib = n_queries * n_gallery * 4 / 2**20  # 305 MiB: a Q x G float32 matrix
+    full_matrix_mib = n_queries * n_gallery * 4 / 2**20  # 229 MiB: a Q x G float32 matrix
+    print(f"peak RSS increase {increase_mib:.1f} MiB")
     assert increase_mib < full_matrix_mib / 4, increase_mib
 
 
@@ -303,3 +305,32 @@ def test_gpu_matches_cpu():
         assert_metrics_close(got, ref)
     got = retrieval_metrics(queries, gallery, query_ids, gallery_ids, device="cuda")
     assert_metrics_close(got, ref)
+
+
+# ----------------------------------------------------------------------------------------------
+# the `evaluate` module
+
+
+def test_evaluate_module_wraps_the_function():
+    evaluate = pytest.importorskip("evaluate")
+    from pathlib import Path
+
+    metric = evaluate.load(str(Path(__file__).resolve().parents[1] / "evaluation" / "metrics" / "person_retrieval"))
+    got = metric.compute(
+        predictions=SPEC_SIMILARITY.tolist(),
+        references=[3, 9],
+        gallery_embeddings=np.eye(6),
+        gallery_ids=SPEC_GALLERY_IDS,
+        ks=[1, 2],
+    )
+    assert_metrics_close(got, SPEC_EXPECTED)
+    gen = np.random.default_rng(5)
+    gallery_ids = list(gen.integers(0, 10, size=50))
+    query_ids = [int(i) for i in gen.choice(sorted(set(gallery_ids)), size=30)]
+    gallery, queries = dyadic_embeddings(gen, 50, 16), dyadic_embeddings(gen, 30, 16)
+    for start in range(0, 30, 8):  # incremental add_batch as in an evaluation loop
+        metric.add_batch(predictions=queries[start : start + 8].tolist(), references=query_ids[start : start + 8])
+    got = metric.compute(gallery_embeddings=torch.from_numpy(gallery), gallery_ids=gallery_ids)
+    assert_metrics_close(got, reference_metrics(exact_cosines(queries, gallery), query_ids, gallery_ids, (1, 5, 10)))
+    with pytest.raises(ValueError, match="gallery_embeddings"):
+        metric.compute(predictions=[[1.0, 0.0]], references=[1])
