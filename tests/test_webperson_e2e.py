@@ -59,7 +59,7 @@ def test_cli_end_to_end_with_real_model_classes(tmp_path, models, pool, capsys):
                      "--max-pixels", "5000000", "--workers", "2"]) == 0
     ingest_totals = StageStore(work, "ingest").totals()
     assert ingest_totals["rejected"] == info["expected"]
-    assert ingest_totals["kept"] == 8 + 3 + 2  # persons, distractors, the CMYK and RGBA copies
+    assert ingest_totals["kept"] == 8 + 3 + 2 + 1  # persons, distractors, CMYK and RGBA copies, truncated
     assert ingest_totals["extra"] == {"converted_CMYK": 1, "converted_RGBA": 1}
     # random tiny models find no real person: permissive thresholds keep their boxes (at most 2 per image)
     assert cli.main(["detect", *common, "--detector", f"transformers={models['detector']},batch_size=4",
@@ -77,7 +77,8 @@ def test_cli_end_to_end_with_real_model_classes(tmp_path, models, pool, capsys):
     assert "rejected: truncated" in printed and "note: converted_CMYK" in printed
 
     detect = StageStore(work, "detect").totals()
-    assert detect["in"] == 13 and 13 <= detect["kept"] <= 26
+    assert detect["in"] == 14 and 13 <= detect["kept"] <= 26
+    assert detect["rejected"]["truncated"] == info["expected_detect"]["truncated"] == 1
     kept = StageStore(work, "filter").totals()["kept"]
     assert kept > 0
     ds = datasets.load_dataset(str(out), split="train")
@@ -103,7 +104,7 @@ def test_cli_end_to_end_with_real_model_classes(tmp_path, models, pool, capsys):
     card = (out / "README.md").read_text()
     assert "license: cc-by-4.0" in card and "path: data/train-*.parquet" in card
     assert f"| images (person crops) | {kept:,} |" in card and f"| captions | {2 * kept:,} |" in card
-    assert "| ingest | 19 | 13 |" in card and "truncated: 1" in card
+    assert "| ingest | 19 | 14 |" in card and "| detect | 14 |" in card and "truncated: 1" in card
     for figure in ("samples.png", "caption_lengths.png"):
         assert Image.open(out / "assets" / figure).size[0] > 100
     # a rerun of every stage does nothing and changes nothing
@@ -161,9 +162,11 @@ class HandMadeDetector:
 
 
 def test_detection_thresholds_inside_the_stage(tmp_path, pool):
-    folder, _ = pool
+    folder, info = pool
     work = tmp_path / "work"
-    ingest(folder_source(folder), work, shard_size=50, limits=ImageLimits(max_pixels=5_000_000), progress=False)
+    ingested = ingest(folder_source(folder), work, shard_size=50, limits=ImageLimits(max_pixels=5_000_000),
+                      verify=True, progress=False)  # --verify: every image decoded at ingest
+    assert ingested["rejected"] == {**info["expected"], **info["expected_detect"]}
     manifest = run_detect(work, HandMadeDetector(), DetectionThresholds(), progress=False)
     images = manifest["in"]
     assert manifest["kept"] == images * 2  # the valid box, and the edge box clipped to the image

@@ -130,12 +130,12 @@ def test_crash_between_shard_and_marker(pool, reference, tmp_path, monkeypatch):
     real = shards_module.atomic_write_bytes
     calls = {"markers": 0}
 
-    def flaky(path, data):
+    def flaky(path, data, **kwargs):
         if path.parent.name == "done" and path.parent.parent.name == "pose":
             calls["markers"] += 1
             if calls["markers"] == 3:
                 raise Killed()
-        return real(path, data)
+        return real(path, data, **kwargs)
 
     monkeypatch.setattr(shards_module, "atomic_write_bytes", flaky)
     with pytest.raises(Killed):

@@ -14,7 +14,7 @@ from dataset_builders.webperson.caption_filter import CaptionFilter, FilterRules
 from dataset_builders.webperson.captioning import draw_template, sampling_seed
 from dataset_builders.webperson.detection import (Detection, DetectionThresholds, box_reason, crop_box,
                                                   select_person_boxes)
-from dataset_builders.webperson.images import BadImage, ImageLimits, content_id, decode_rgb
+from dataset_builders.webperson.images import BadImage, ImageLimits, content_id, decode_rgb, probe_image
 from dataset_builders.webperson.pose import PoseThresholds, pose_reason
 from dataset_builders.webperson.prompts import CAPTION_INSTRUCTION, PLACEHOLDERS, caption_prompt
 from dataset_builders.webperson.shards import ShardSelection, parse_shard
@@ -198,6 +198,22 @@ def test_decode_rgb_truncated_small_large():
         decode_rgb(_bytes(Image.new("RGB", (300, 60)), "PNG"))
     with pytest.raises(BadImage, match="too_large"):
         decode_rgb(_bytes(Image.new("RGB", (300, 300)), "PNG"), ImageLimits(max_pixels=300 * 299))
+
+
+def test_probe_image_checks_headers_only():
+    image = Image.new("RGB", (200, 100))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    assert probe_image(_bytes(image, "JPEG", exif=exif.tobytes())) == (100, 200, "RGB")
+    assert probe_image(_bytes(Image.new("CMYK", (120, 100)), "JPEG")) == (120, 100, "CMYK")
+    full = _bytes(Image.effect_noise((300, 300), 40).convert("RGB"), "JPEG")
+    assert probe_image(full[: len(full) // 2]) == (300, 300, "RGB")  # truncation is left to decode_rgb
+    for data, reason, limits in ((b"", "empty", ImageLimits()), (b"<html>", "undecodable", ImageLimits()),
+                                 (_bytes(Image.new("RGB", (300, 60)), "PNG"), "too_small", ImageLimits()),
+                                 (full, "too_large", ImageLimits(max_pixels=1000))):
+        with pytest.raises(BadImage) as info:
+            probe_image(data, limits)
+        assert info.value.reason == reason
 
 
 def test_content_id_is_stable():

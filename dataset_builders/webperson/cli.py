@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-side", type=_positive, default=90, help="reject images with a shorter side below this")
     p.add_argument("--max-pixels", type=_positive, default=64_000_000, help="reject images with more pixels")
     p.add_argument("--workers", type=_positive, default=8, help="threads reading / downloading source items")
+    p.add_argument("--verify", action="store_true",
+                   help="decode every image here (default: header check; truncated data is found by detect)")
 
     p = _stage_parser(sub, "detect", "person boxes and crops into WORK/detect",
                       "Detect persons; keep boxes by the SPEC's thresholds (all configurable); crop.")
@@ -222,7 +224,8 @@ def _run(args: argparse.Namespace) -> Any:
                             download_dir=args.download_dir or args.work / "downloads")
         settings = {"source": args.source, "input": [str(i) for i in args.input]}
         return ingest(items, args.work, shard_size=args.shard_size, selection=args.shard,
-                      limits=ImageLimits(args.min_side, args.max_pixels), workers=args.workers, progress=progress,
+                      limits=ImageLimits(args.min_side, args.max_pixels), workers=args.workers, verify=args.verify,
+                      progress=progress,
                       settings=settings)
     if args.command == "detect":
         from .detection import DetectionThresholds

@@ -28,6 +28,8 @@ __all__ = ["EXPORT_MARKER", "export", "export_features"]
 
 EXPORT_MARKER = "webperson_export.json"
 _ROW_GROUP = 100
+#: Columns worth dictionary encoding (few distinct values); image bytes and captions are not.
+_DICTIONARY = ["template1_id", "template2_id", "captioner1", "captioner2", "source_key"]
 
 
 def export_features() -> datasets.Features:
@@ -139,7 +141,7 @@ def export(work: str | Path, out_dir: str | Path, *, from_stage: str = "filter",
     def flush() -> None:
         nonlocal written, num_bytes
         path = tmp / "data" / f"train-{written:05d}-of-{count:05d}.parquet"
-        pq.write_table(pa.table(buffer, schema=schema), path, row_group_size=_ROW_GROUP)
+        pq.write_table(pa.table(buffer, schema=schema), path, row_group_size=_ROW_GROUP, use_dictionary=_DICTIONARY)
         num_bytes += path.stat().st_size
         written += 1
         for values in buffer.values():

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 
 from ..synthetic.schema import encode_jpeg
 
-__all__ = ["BadImage", "ImageLimits", "content_id", "decode_rgb", "encode_jpeg", "to_rgb"]
+__all__ = ["BadImage", "ImageLimits", "content_id", "decode_rgb", "encode_jpeg", "probe_image", "to_rgb"]
 
 
 class BadImage(ValueError):
@@ -93,10 +93,49 @@ def decode_rgb(data: bytes | None, limits: ImageLimits = ImageLimits()) -> tuple
     except Exception as error:  # PIL raises many types on malformed files (SyntaxError, ValueError, ...)
         raise BadImage("undecodable", f"{type(error).__name__}: {error}") from None
     try:
-        image = ImageOps.exif_transpose(image)
+        if image.getexif().get(0x0112, 1) != 1:  # exif_transpose copies even when nothing is to do
+            image = ImageOps.exif_transpose(image)
     except Exception:  # a malformed EXIF block: keep the stored orientation
         pass
     image = to_rgb(image)
     if min(image.size) < limits.min_side:
         raise BadImage("too_small", f"{image.size[0]}x{image.size[1]}, shorter side < {limits.min_side}")
     return image, mode
+
+
+_ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+def probe_image(data: bytes | None, limits: ImageLimits = ImageLimits()) -> tuple[int, int, str]:
+    """Check ``data`` from its header only (no pixel decoding): ``(width, height, mode)`` as
+    :func:`decode_rgb` would see them (EXIF rotation applied to the size).
+
+    Catches empty, non-image, too large and too small files; a truncated pixel stream is only found by
+    :func:`decode_rgb` (the detect stage), which records it with reason ``truncated``.
+
+    Raises:
+        BadImage: reasons ``empty``, ``undecodable``, ``too_large``, ``too_small``.
+    """
+    if not data:
+        raise BadImage("empty", "zero bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            mode = image.mode
+            try:
+                orientation = image.getexif().get(0x0112, 1)
+            except Exception:
+                orientation = 1
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise BadImage("too_large", str(error)) from None
+    except Exception as error:
+        raise BadImage("undecodable", f"{type(error).__name__}: {error}") from None
+    if width * height > limits.max_pixels:
+        raise BadImage("too_large", f"{width}x{height} pixels > max_pixels {limits.max_pixels}")
+    if orientation in _ROTATED:
+        width, height = height, width
+    if min(width, height) < limits.min_side:
+        raise BadImage("too_small", f"{width}x{height}, shorter side < {limits.min_side}")
+    return width, height, mode

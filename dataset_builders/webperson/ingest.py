@@ -4,6 +4,10 @@ The source is cut into chunks of ``shard_size`` items in its deterministic order
 shard ``k``. Each image gets ``source_id`` = SHA-256 prefix of its bytes, so the same picture met twice
 (in the pool or in a rerun) is kept once (reason ``duplicate``). The original bytes are stored; every
 later stage decodes them with :func:`images.decode_rgb`.
+
+By default an image is checked from its header (:func:`images.probe_image`: empty, not an image, too
+large, too small) and decoded once, by the detect stage, which records truncated pixel data there;
+``verify=True`` (``--verify``) decodes every image here already (about twice the decoding work).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from typing import Any, Iterable, Iterator
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from .images import BadImage, ImageLimits, content_id, decode_rgb
+from .images import BadImage, ImageLimits, content_id, decode_rgb, probe_image
 from .shards import ShardSelection, StageStore, shard_name
 from .sources import DownloadError, SourceItem
 from .stage import ShardOutput
@@ -59,7 +63,7 @@ def _load(item: SourceItem) -> bytes | DownloadError:
 
 
 def ingest_chunk(chunk: list[SourceItem], seen: set[str], limits: ImageLimits,
-                 pool: ThreadPoolExecutor | None) -> ShardOutput:
+                 pool: ThreadPoolExecutor | None, verify: bool = False) -> ShardOutput:
     """Load, hash, deduplicate and validate one chunk; ``seen`` (ids kept so far) is updated."""
     loaded = list(pool.map(_load, chunk)) if pool is not None else [_load(item) for item in chunk]
     rows: dict[str, list[Any]] = {name: [] for name in INGEST_SCHEMA.names}
@@ -74,7 +78,11 @@ def ingest_chunk(chunk: list[SourceItem], seen: set[str], limits: ImageLimits,
             rejects.append({"id": item.key, "reason": "duplicate", "detail": source_id, "url": item.url})
             continue
         try:
-            image, mode = decode_rgb(data, limits)
+            if verify:
+                image, mode = decode_rgb(data, limits)
+                width, height = image.size
+            else:
+                width, height, mode = probe_image(data, limits)
         except BadImage as error:
             rejects.append({"id": item.key, "reason": error.reason, "detail": error.detail, "url": item.url})
             continue
@@ -82,14 +90,15 @@ def ingest_chunk(chunk: list[SourceItem], seen: set[str], limits: ImageLimits,
         if mode != "RGB":
             modes[f"converted_{mode}"] += 1
         for name, value in (("source_id", source_id), ("source_key", item.key), ("source_url", item.url),
-                            ("image", data), ("width", image.width), ("height", image.height), ("mode", mode)):
+                            ("image", data), ("width", width), ("height", height), ("mode", mode)):
             rows[name].append(value)
     return ShardOutput(pa.table(rows, schema=INGEST_SCHEMA), rejects, len(chunk), dict(modes))
 
 
 def ingest(items: Iterable[SourceItem], work: str | Path, *, shard_size: int = 1000,
            selection: ShardSelection = ShardSelection(), limits: ImageLimits = ImageLimits(),
-           workers: int = 8, progress: bool = True, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+           workers: int = 8, verify: bool = False, progress: bool = True,
+           settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the ingest stage and return its manifest (see :mod:`shards` for the layout).
 
     Resuming: done chunks are skipped after checking that the source still lists the same keys there
@@ -100,7 +109,7 @@ def ingest(items: Iterable[SourceItem], work: str | Path, *, shard_size: int = 1
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     store = StageStore(work, "ingest")
     store.create({"shard_size": shard_size, "min_side": limits.min_side, "max_pixels": limits.max_pixels,
-                  **(settings or {})})
+                  "verify": verify, **(settings or {})})
     seen: set[str] = set()
     processed = 0
     bar = tqdm(desc="ingest", unit="img", disable=not progress, dynamic_ncols=True)
@@ -120,7 +129,7 @@ def ingest(items: Iterable[SourceItem], work: str | Path, *, shard_size: int = 1
                 seen.update(store.read(name, columns=["source_id"]).column("source_id").to_pylist())
                 continue
             start = time.perf_counter()
-            output = ingest_chunk(chunk, seen, limits, pool)
+            output = ingest_chunk(chunk, seen, limits, pool, verify)
             counts = output.counts(time.perf_counter() - start)
             counts["keys_digest"] = digest
             counts["first_key"], counts["last_key"] = chunk[0].key, chunk[-1].key

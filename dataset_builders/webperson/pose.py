@@ -147,6 +147,11 @@ class UltralyticsPoseEstimator:
         return out
 
 
+def _open_rgb(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
 POSE_SCHEMA = pa.schema(list(CROP_SCHEMA) + [
     pa.field("keypoints", pa.list_(pa.list_(pa.float32(), 3), 17)),
     pa.field("num_keypoints", pa.int32()),
@@ -166,7 +171,7 @@ def make_pose_processor(estimator: Callable[[list[Image.Image]], list[np.ndarray
         crops_bytes = table.column("crop").to_pylist()
         for start in range(0, table.num_rows, batch_size):
             index = list(range(start, min(table.num_rows, start + batch_size)))
-            crops = [Image.open(io.BytesIO(crops_bytes[i])).convert("RGB") for i in index]
+            crops = [_open_rgb(crops_bytes[i]) for i in index]
             try:
                 poses = estimator(crops)
             except Exception as error:

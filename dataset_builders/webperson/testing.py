@@ -193,7 +193,8 @@ def write_test_pool(folder: str | Path, *, persons: int = 12, distractors: int =
       ``alpha.png`` (a person, in CMYK and RGBA: converted, kept), ``dup.jpg`` (a copy of scene 0).
 
     Returns ``{"boxes": {...}, "expected": {reason: count}}`` with the rejection reasons the ingest
-    stage should give (``max_pixels=5_000_000``).
+    stage should give (``max_pixels=5_000_000``, header checks), and ``"expected_detect"``: those the
+    detect stage adds (``truncated``: found when the pixels are decoded).
     """
     from ..synthetic import SyntheticPersonConfig, generate_records
 
@@ -230,6 +231,7 @@ def write_test_pool(folder: str | Path, *, persons: int = 12, distractors: int =
         alpha.putalpha(200)
         alpha.save(root / "alpha.png")
         (root / "dup.jpg").write_bytes((root / "scene_000.jpg").read_bytes())
-        expected = {"empty": 1, "truncated": 1, "undecodable": 1, "too_small": 1, "too_large": 1, "duplicate": 1}
-    (root / "pool.json").write_text(json.dumps({"boxes": boxes, "expected": expected}, indent=1))
-    return {"boxes": boxes, "expected": expected}
+        expected = {"empty": 1, "undecodable": 1, "too_small": 1, "too_large": 1, "duplicate": 1}
+    info = {"boxes": boxes, "expected": expected, "expected_detect": {"truncated": 1} if expected else {}}
+    (root / "pool.json").write_text(json.dumps(info, indent=1))
+    return info
