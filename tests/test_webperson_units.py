@@ -293,3 +293,47 @@ def test_template_parsing_and_extraction():
     templates, dropped = extract_templates(["a", "b", "c", "d"], generate, batch_size=3)
     assert templates == ["[He/She] wears a [colored top]."]
     assert dropped == {"duplicate": 1, "empty": 1, "no_placeholder": 1}
+
+
+# ----- figures, command line -----------------------------------------------------------------------
+def test_histogram_from_lengths_or_counts_and_sample_grid():
+    from collections import Counter
+
+    from dataset_builders.webperson.figures import caption_length_histogram, sample_grid
+
+    lengths = [12, 15, 15, 20, 31, 31, 31, 44]
+    a = caption_length_histogram(lengths)
+    b = caption_length_histogram(Counter(lengths))
+    assert a.size == (640, 320) and a.tobytes() == b.tobytes()
+    with pytest.raises(ValueError):
+        caption_length_histogram([])
+    crop = _bytes(Image.new("RGB", (40, 120), "red"), "JPEG")
+    grid = sample_grid([crop] * 5, [("first caption " * 10, "second")] * 5, columns=4, crop_height=96)
+    assert grid.size[0] == 4 * 260 and grid.size[1] > 2 * 96
+    assert grid.getpixel((130, 50))[0] > 200  # the red crop is centred in the first cell
+
+
+@pytest.mark.parametrize("command, option", [
+    ("ingest", "--source"), ("detect", "--min-short-side"), ("pose", "--min-visible"), ("caption", "--captioner"),
+    ("filter", "--min-words"), ("export", "--license"), ("publish", "--repo"), ("templates-extract", "--llm"),
+    ("templates-select", "--clusters"), ("status", "--work")])
+def test_every_subcommand_has_help(command, option, capsys):
+    from dataset_builders.webperson import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m dataset_builders.webperson {command}") and option in out
+
+
+def test_cli_reports_bad_arguments(tmp_path, capsys):
+    from dataset_builders.webperson import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["detect", "--work", str(tmp_path), "--shard", "2/2"])
+    assert "--shard must be i/n" in capsys.readouterr().err
+    assert cli.main(["ingest", "--work", str(tmp_path), "--source", "folder", "--input", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["detect", "--work", str(tmp_path), "--detector", "yolo=x"]) == 2
+    assert "unknown backend 'yolo'" in capsys.readouterr().err

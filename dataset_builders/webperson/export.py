@@ -131,7 +131,7 @@ def export(work: str | Path, out_dir: str | Path, *, from_stage: str = "filter",
     schema = features.arrow_schema
     count = -(-total // shard_size)
     vocabulary: set[str] = set()
-    lengths: list[int] = []
+    lengths: Counter = Counter()
     sources: set[str] = set()
     rng = random.Random(seed)
     reservoir: list[tuple[bytes, tuple[str, str]]] = []
@@ -156,7 +156,7 @@ def export(work: str | Path, out_dir: str | Path, *, from_stage: str = "filter",
             for caption in pair:
                 tokens = tokenize(caption)
                 vocabulary.update(tokens)
-                lengths.append(len(tokens))
+                lengths[len(tokens)] += 1
             sources.add(rows["source_id"][k])
             seen_rows += 1
             if len(reservoir) < samples:
@@ -179,7 +179,8 @@ def export(work: str | Path, out_dir: str | Path, *, from_stage: str = "filter",
             stages[stage] = store.totals()
     stages["export"] = {"in": total + duplicates, "kept": total, "rejected": {"duplicate_crop": duplicates} if duplicates else {}}
     stats = {"images": total, "captions": 2 * total, "vocabulary": len(vocabulary),
-             "caption_words": {"min": min(lengths), "mean": sum(lengths) / len(lengths), "max": max(lengths)},
+             "caption_words": {"min": min(lengths), "max": max(lengths),
+                               "mean": sum(k * v for k, v in lengths.items()) / sum(lengths.values())},
              "source_images": len(sources), "shards": written, "parquet_bytes": num_bytes,
              "duplicates_dropped": duplicates}
     settings = {stage: StageStore(work, stage).settings() for stage in STAGE_ORDER if stage in stages and stage != "export"}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import textwrap
-from typing import Sequence
+from collections import Counter
+from typing import Mapping, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -46,24 +47,28 @@ def sample_grid(crops: Sequence[bytes], captions: Sequence[tuple[str, str]], *, 
     return grid
 
 
-def caption_length_histogram(lengths: Sequence[int], *, bins: int = 20, size: tuple[int, int] = (640, 320),
-                             title: str = "caption length (words)") -> Image.Image:
-    """A bar chart of ``lengths`` in ``bins`` equal bins, with axis labels."""
-    if not lengths:
+def caption_length_histogram(lengths: Mapping[int, int] | Sequence[int], *, bins: int = 20,
+                             size: tuple[int, int] = (640, 320), title: str = "caption length (words)") -> Image.Image:
+    """A bar chart of caption lengths in ``bins`` equal bins, with axis labels; ``lengths`` is a list
+    of lengths or a ``{length: count}`` mapping (for millions of captions)."""
+    counter = dict(lengths) if isinstance(lengths, Mapping) else dict(Counter(lengths))
+    counter = {int(k): int(v) for k, v in counter.items() if v > 0}
+    if not counter:
         raise ValueError("caption_length_histogram needs at least one length")
-    low, high = min(lengths), max(lengths)
+    low, high = min(counter), max(counter)
+    total = sum(counter.values())
+    mean = sum(k * v for k, v in counter.items()) / total
     span = max(1, high - low + 1)
     bins = max(1, min(bins, span))
     width_of_bin = span / bins
     counts = [0] * bins
-    for value in lengths:
-        counts[min(bins - 1, int((value - low) / width_of_bin))] += 1
+    for value, count in counter.items():
+        counts[min(bins - 1, int((value - low) / width_of_bin))] += count
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
     font = _font()
     left, right, top, bottom = 50, size[0] - 10, 24, size[1] - 30
-    draw.text((left, 4), f"{title}: n={len(lengths)}, min={low}, max={high}, "
-                         f"mean={sum(lengths) / len(lengths):.1f}", fill="black", font=font)
+    draw.text((left, 4), f"{title}: n={total}, min={low}, max={high}, mean={mean:.1f}", fill="black", font=font)
     draw.line([(left, bottom), (right, bottom)], fill="black")
     draw.line([(left, top), (left, bottom)], fill="black")
     peak = max(counts)

@@ -93,27 +93,47 @@ def _glob(pattern: str) -> list[str]:
     return glob.glob(pattern, recursive=True)
 
 
+def _read_range(path: Path, offset: int, size: int) -> Callable[[], bytes]:
+    def load() -> bytes:
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                data = handle.read(size)
+        except OSError as error:
+            raise DownloadError("unreadable", f"{path}: {error}") from None
+        if len(data) != size:
+            raise DownloadError("unreadable", f"{path}: member at byte {offset} is cut short")
+        return data
+    return load
+
+
 def tar_source(patterns: Sequence[str | Path]) -> Iterator[SourceItem]:
     """WebDataset tars (img2dataset's output): members grouped by key; the image member
-    (``.jpg``/``.png``/``.webp``...) is the image, ``KEY.json``'s ``url`` the URL. A corrupt tar yields
-    one failing item (reason ``unreadable``) and the source goes on with the next tar."""
+    (``.jpg``/``.png``/``.webp``...) is the image, ``KEY.json``'s ``url`` the URL.
+
+    Listing reads only the tar headers and the small ``.json`` members; an image's bytes are read when
+    its shard is processed, so workers skipping shards (``--shard i/n``) do not read them. A corrupt tar
+    yields one failing item (reason ``unreadable``) and the source goes on with the next tar."""
     for path in _expand(patterns, (".tar",)):
         samples: dict[str, dict[str, Any]] = {}
         order: list[str] = []
         try:
-            with tarfile.open(path, "r") as tar:
+            with tarfile.open(path, "r:") as tar:
                 for member in tar:
                     if not member.isfile():
                         continue
                     stem, dot, ext = member.name.rpartition(".")
                     if not dot:
                         continue
-                    handle = tar.extractfile(member)
-                    data = handle.read() if handle is not None else b""
+                    ext = ext.lower()
                     if stem not in samples:
                         samples[stem] = {}
                         order.append(stem)
-                    samples[stem][ext.lower()] = data
+                    if ext == "json":
+                        handle = tar.extractfile(member)
+                        samples[stem][ext] = handle.read() if handle is not None else b""
+                    else:
+                        samples[stem][ext] = (member.offset_data, member.size)
         except (tarfile.TarError, OSError, EOFError) as error:
             yield SourceItem(f"{path.name}:<tar error>", "", _failing("unreadable", f"{path}: {error}"))
         for stem in order:
@@ -127,7 +147,8 @@ def tar_source(patterns: Sequence[str | Path]) -> Iterator[SourceItem]:
                     url = str(json.loads(sample["json"]).get("url") or "")
                 except (ValueError, AttributeError):
                     url = ""
-            yield SourceItem(f"{path.name}:{stem}", url, _constant(sample[image_ext]))
+            offset, size = sample[image_ext]
+            yield SourceItem(f"{path.name}:{stem}", url, _read_range(path, offset, size))
 
 
 def _cell_bytes(cell: Any) -> bytes:
