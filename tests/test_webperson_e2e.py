@@ -2,6 +2,7 @@
 a LLaVA image-text-to-text model, a CLIP text tower), tiny and random, saved to folders and loaded by
 the command line through the Auto classes, run on generated images (synthetic persons on backgrounds,
 distractors, broken files) into a data set that ``datasets.load_dataset(folder)`` reads."""
+
 from __future__ import annotations
 
 import io
@@ -23,8 +24,14 @@ from dataset_builders.webperson.pipeline import run_detect
 from dataset_builders.webperson.shards import StageStore
 from dataset_builders.webperson.sources import dataset_source, folder_source, parquet_source, tar_source
 from dataset_builders.webperson.template_bank import load_bank
-from dataset_builders.webperson.testing import (CAPTION_WORDS, tiny_clip_text, tiny_detector, tiny_pose, tiny_vlm,
-                                                write_test_pool)
+from dataset_builders.webperson.testing import (
+    CAPTION_WORDS,
+    tiny_clip_text,
+    tiny_detector,
+    tiny_pose,
+    tiny_vlm,
+    write_test_pool,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +39,18 @@ def models(tmp_path_factory):
     """Folders holding the tiny random models with their processors (as ``from_pretrained`` reads them)."""
     root = tmp_path_factory.mktemp("tiny_models")
     out = {}
-    for name, (model, processor) in {"detector": tiny_detector(), "pose": tiny_pose(), "vlm1": tiny_vlm(0),
-                                     "vlm2": tiny_vlm(1)}.items():
+    for name, (model, processor) in {
+        "detector": tiny_detector(),
+        "pose": tiny_pose(),
+        "vlm1": tiny_vlm(0),
+        "vlm2": tiny_vlm(1),
+    }.items():
         model.save_pretrained(root / name)
         processor.save_pretrained(root / name)
         out[name] = root / name
-    words = sorted({w.strip(".,;").lower() for t in load_bank().templates for w in t.text.split()} | set(CAPTION_WORDS))
+    words = sorted(
+        {w.strip(".,;").lower() for t in load_bank().templates for w in t.text.split()} | set(CAPTION_WORDS)
+    )
     model, tokenizer = tiny_clip_text(words)
     model.save_pretrained(root / "clip")
     tokenizer.save_pretrained(root / "clip")
@@ -55,22 +68,75 @@ def test_cli_end_to_end_with_real_model_classes(tmp_path, models, pool, capsys):
     folder, info = pool
     work, out = tmp_path / "work", tmp_path / "webperson"
     common = ["--work", str(work), "--no-progress"]
-    assert cli.main(["ingest", *common, "--source", "folder", "--input", str(folder), "--shard-size", "6",
-                     "--max-pixels", "5000000", "--workers", "2"]) == 0
+    assert (
+        cli.main(
+            [
+                "ingest",
+                *common,
+                "--source",
+                "folder",
+                "--input",
+                str(folder),
+                "--shard-size",
+                "6",
+                "--max-pixels",
+                "5000000",
+                "--workers",
+                "2",
+            ]
+        )
+        == 0
+    )
     ingest_totals = StageStore(work, "ingest").totals()
     assert ingest_totals["rejected"] == info["expected"]
     assert ingest_totals["kept"] == 8 + 3 + 2 + 1  # persons, distractors, CMYK and RGBA copies, truncated
     assert ingest_totals["extra"] == {"converted_CMYK": 1, "converted_RGBA": 1}
     # random tiny models find no real person: permissive thresholds keep their boxes (at most 2 per image)
-    assert cli.main(["detect", *common, "--detector", f"transformers={models['detector']},batch_size=4",
-                     "--min-short-side", "1", "--min-aspect", "0.01", "--max-aspect", "100", "--min-score", "0",
-                     "--max-per-image", "2"]) == 0
-    assert cli.main(["pose", *common, "--pose-model", f"transformers={models['pose']}", "--visibility", "0"]) == 0
-    assert cli.main(["caption", *common, "--captioner", f"transformers={models['vlm1']},max_new_tokens=12,batch_size=4",
-                     "--captioner", f"transformers={models['vlm2']},max_new_tokens=12,batch_size=4"]) == 0
+    assert (
+        cli.main(
+            [
+                "detect",
+                *common,
+                "--detector",
+                f"transformers={models['detector']},batch_size=4",
+                "--min-short-side",
+                "1",
+                "--min-aspect",
+                "0.01",
+                "--max-aspect",
+                "100",
+                "--min-score",
+                "0",
+                "--max-per-image",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli.main(["pose", *common, "--pose-model", f"transformers={models['pose']}", "--visibility", "0"])
+        == 0
+    )
+    assert (
+        cli.main(
+            [
+                "caption",
+                *common,
+                "--captioner",
+                f"transformers={models['vlm1']},max_new_tokens=12,batch_size=4",
+                "--captioner",
+                f"transformers={models['vlm2']},max_new_tokens=12,batch_size=4",
+            ]
+        )
+        == 0
+    )
     assert cli.main(["filter", *common, "--min-words", "3"]) == 0
-    assert cli.main(["export", "--work", str(work), "--out", str(out), "--license", "cc-by-4.0",
-                     "--shard-size", "10"]) == 0
+    assert (
+        cli.main(
+            ["export", "--work", str(work), "--out", str(out), "--license", "cc-by-4.0", "--shard-size", "10"]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     for stage in ("ingest", "detect", "pose", "caption", "filter"):
         assert f"== {stage}:" in printed
@@ -84,11 +150,17 @@ def test_cli_end_to_end_with_real_model_classes(tmp_path, models, pool, capsys):
     ds = datasets.load_dataset(str(out), split="train")
     assert ds.num_rows == kept
     assert ds.column_names[:4] == ["image", "image_path", "caption1", "caption2"]
-    sizes = {r["source_id"]: (r["width"], r["height"]) for n in StageStore(work, "ingest").done_names()
-             for r in StageStore(work, "ingest").read(n, columns=["source_id", "width", "height"]).to_pylist()}
+    sizes = {
+        r["source_id"]: (r["width"], r["height"])
+        for n in StageStore(work, "ingest").done_names()
+        for r in StageStore(work, "ingest").read(n, columns=["source_id", "width", "height"]).to_pylist()
+    }
     bank_ids = {t.id for t in load_bank().templates}
-    poses = {r["crop_id"]: r["keypoints"] for n in StageStore(work, "pose").done_names()
-             for r in StageStore(work, "pose").read(n, columns=["crop_id", "keypoints"]).to_pylist()}
+    poses = {
+        r["crop_id"]: r["keypoints"]
+        for n in StageStore(work, "pose").done_names()
+        for r in StageStore(work, "pose").read(n, columns=["crop_id", "keypoints"]).to_pylist()
+    }
     for row in ds:
         x0, y0, x1, y1 = row["box"]
         assert row["image"].size == (x1 - x0, y1 - y0)
@@ -109,11 +181,45 @@ def test_cli_end_to_end_with_real_model_classes(tmp_path, models, pool, capsys):
         assert Image.open(out / "assets" / figure).size[0] > 100
     # a rerun of every stage does nothing and changes nothing
     before = pq.read_table(out / "data" / "train-00000-of-{:05d}.parquet".format(-(-kept // 10)))
-    assert cli.main(["detect", *common, "--detector", f"transformers={models['detector']}", "--min-short-side", "1",
-                     "--min-aspect", "0.01", "--max-aspect", "100", "--min-score", "0", "--max-per-image", "2"]) == 0
+    assert (
+        cli.main(
+            [
+                "detect",
+                *common,
+                "--detector",
+                f"transformers={models['detector']}",
+                "--min-short-side",
+                "1",
+                "--min-aspect",
+                "0.01",
+                "--max-aspect",
+                "100",
+                "--min-score",
+                "0",
+                "--max-per-image",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "(0 now)" in capsys.readouterr().out
-    assert cli.main(["export", "--work", str(work), "--out", str(out), "--license", "cc-by-4.0", "--shard-size", "10",
-                     "--overwrite"]) == 0
+    assert (
+        cli.main(
+            [
+                "export",
+                "--work",
+                str(work),
+                "--out",
+                str(out),
+                "--license",
+                "cc-by-4.0",
+                "--shard-size",
+                "10",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     assert pq.read_table(out / "data" / "train-00000-of-{:05d}.parquet".format(-(-kept // 10))).equals(before)
 
 
@@ -121,9 +227,28 @@ def test_templates_select_with_a_clip_text_tower(tmp_path, models, capsys):
     texts = [t.text for t in load_bank().templates]
     source = tmp_path / "templates.txt"
     source.write_text("\n".join(texts) + "\n")
-    assert cli.main(["templates-select", "--templates", str(source), "--embedder", f"clip={models['clip']}",
-                     "--clusters", "6", "--random-per-cluster", "2", "--name", "mined", "--version", "1",
-                     "--out-dir", str(tmp_path)]) == 0
+    assert (
+        cli.main(
+            [
+                "templates-select",
+                "--templates",
+                str(source),
+                "--embedder",
+                f"clip={models['clip']}",
+                "--clusters",
+                "6",
+                "--random-per-cluster",
+                "2",
+                "--name",
+                "mined",
+                "--version",
+                "1",
+                "--out-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     bank = load_bank(tmp_path / "mined_v1.json")
     assert 6 < len(bank.templates) <= 18 and {t.text for t in bank.templates} <= set(texts)
     assert bank.meta["clusters"] == 6 and bank.meta["candidates"] == len(texts)
@@ -139,7 +264,9 @@ def test_select_templates_nearest_to_centroid():
     nearest, labels = select_templates(points, 3, per_cluster_random=0, seed=0)
     groups = [np.flatnonzero(np.asarray(labels) == c) for c in range(3)]
     assert sorted(len(g) for g in groups) == [8, 8, 8]  # the three blobs
-    expected = sorted(int(g[np.argmin(np.linalg.norm(points[g] - points[g].mean(0), axis=1))]) for g in groups)
+    expected = sorted(
+        int(g[np.argmin(np.linalg.norm(points[g] - points[g].mean(0), axis=1))]) for g in groups
+    )
     assert nearest == expected
     chosen, _ = select_templates(points, 3, per_cluster_random=2, seed=0)
     assert set(nearest) <= set(chosen) and len(chosen) == 9
@@ -155,27 +282,48 @@ class HandMadeDetector:
     name = "hand-made"
 
     def __call__(self, images):
-        return [[Detection((10, 10, 110, 310), 0.95, "person"), Detection((200, 10, 250, 110), 0.99, "person"),
-                 Detection((150, 10, 250, 310), 0.5, "person"), Detection((0, 0, 300, 300), 0.9, "person"),
-                 Detection((10, 10, 110, 310), 0.99, "car"), Detection((300, 0, 420, 320), 0.9, "person")]
-                for _ in images]
+        return [
+            [
+                Detection((10, 10, 110, 310), 0.95, "person"),
+                Detection((200, 10, 250, 110), 0.99, "person"),
+                Detection((150, 10, 250, 310), 0.5, "person"),
+                Detection((0, 0, 300, 300), 0.9, "person"),
+                Detection((10, 10, 110, 310), 0.99, "car"),
+                Detection((300, 0, 420, 320), 0.9, "person"),
+            ]
+            for _ in images
+        ]
 
 
 def test_detection_thresholds_inside_the_stage(tmp_path, pool):
     folder, info = pool
     work = tmp_path / "work"
-    ingested = ingest(folder_source(folder), work, shard_size=50, limits=ImageLimits(max_pixels=5_000_000),
-                      verify=True, progress=False)  # --verify: every image decoded at ingest
+    ingested = ingest(
+        folder_source(folder),
+        work,
+        shard_size=50,
+        limits=ImageLimits(max_pixels=5_000_000),
+        verify=True,
+        progress=False,
+    )  # --verify: every image decoded at ingest
     assert ingested["rejected"] == {**info["expected"], **info["expected_detect"]}
     manifest = run_detect(work, HandMadeDetector(), DetectionThresholds(), progress=False)
     images = manifest["in"]
     assert manifest["kept"] == images * 2  # the valid box, and the edge box clipped to the image
-    assert manifest["rejected"] == {"small_box": images, "low_score": images, "bad_aspect": images,
-                                    "not_person": images}
+    assert manifest["rejected"] == {
+        "small_box": images,
+        "low_score": images,
+        "bad_aspect": images,
+        "not_person": images,
+    }
     crops = StageStore(work, "detect").read("00000").to_pylist()
-    sizes = dict(zip(*StageStore(work, "ingest").read("00000", columns=["source_id", "width"]).to_pydict().values()))
-    expected = {480: {(10, 10, 110, 310), (300, 0, 420, 320)},   # 480 x 320 scenes: edge box 120 x 320
-                400: {(10, 10, 110, 300), (300, 0, 400, 300)}}   # 400 x 300 distractors: clipped at the bottom
+    sizes = dict(
+        zip(*StageStore(work, "ingest").read("00000", columns=["source_id", "width"]).to_pydict().values())
+    )
+    expected = {
+        480: {(10, 10, 110, 310), (300, 0, 420, 320)},  # 480 x 320 scenes: edge box 120 x 320
+        400: {(10, 10, 110, 300), (300, 0, 400, 300)},
+    }  # 400 x 300 distractors: clipped at the bottom
     for width, boxes in expected.items():
         assert {tuple(c["box"]) for c in crops if sizes[c["source_id"]] == width} == boxes
     assert all(Image.open(io.BytesIO(c["crop"])).size == (c["crop_width"], c["crop_height"]) for c in crops)
@@ -195,28 +343,43 @@ def test_every_source_kind_gives_the_same_ids(tmp_path, pool):
     files = sorted(p for p in folder.glob("scene_*.jpg"))
     data = [p.read_bytes() for p in files]
     urls = [f"https://example.org/{p.name}" for p in files]
-    _write_tar(tmp_path / "a.tar", [(f"{k:06d}", d, {"url": u}) for k, (d, u) in enumerate(zip(data[:4], urls))])
-    _write_tar(tmp_path / "b.tar", [(f"{k:06d}", d, {"url": u}) for k, (d, u) in enumerate(zip(data[4:], urls[4:]))])
+    _write_tar(
+        tmp_path / "a.tar", [(f"{k:06d}", d, {"url": u}) for k, (d, u) in enumerate(zip(data[:4], urls))]
+    )
+    _write_tar(
+        tmp_path / "b.tar", [(f"{k:06d}", d, {"url": u}) for k, (d, u) in enumerate(zip(data[4:], urls[4:]))]
+    )
     (tmp_path / "broken.tar").write_bytes(b"this is not a tar archive at all" * 20)
     table = pa.table({"image": [{"bytes": d, "path": None} for d in data], "url": urls})
     pq.write_table(table, tmp_path / "pool.parquet")
-    ds = datasets.Dataset.from_dict({"image": [{"bytes": d, "path": None} for d in data], "url": urls},
-                                    features=datasets.Features({"image": datasets.Image(), "url": datasets.Value("string")}))
+    ds = datasets.Dataset.from_dict(
+        {"image": [{"bytes": d, "path": None} for d in data], "url": urls},
+        features=datasets.Features({"image": datasets.Image(), "url": datasets.Value("string")}),
+    )
     ds.save_to_disk(str(tmp_path / "saved"))
     results = {}
-    for kind, items in {"folder": folder_source(folder),
-                        "tar": tar_source([str(tmp_path / "a.tar"), str(tmp_path / "b.tar"), str(tmp_path / "broken.tar")]),
-                        "parquet": parquet_source([tmp_path / "pool.parquet"]),
-                        "dataset": dataset_source(str(tmp_path / "saved"))}.items():
+    for kind, items in {
+        "folder": folder_source(folder),
+        "tar": tar_source([str(tmp_path / "a.tar"), str(tmp_path / "b.tar"), str(tmp_path / "broken.tar")]),
+        "parquet": parquet_source([tmp_path / "pool.parquet"]),
+        "dataset": dataset_source(str(tmp_path / "saved")),
+    }.items():
         work = tmp_path / f"work_{kind}"
         manifest = ingest(items, work, shard_size=5, progress=False, limits=ImageLimits(max_pixels=5_000_000))
-        rows = [r for n in StageStore(work, "ingest").done_names()
-                for r in StageStore(work, "ingest").read(n, columns=["source_id", "source_url"]).to_pylist()]
+        rows = [
+            r
+            for n in StageStore(work, "ingest").done_names()
+            for r in StageStore(work, "ingest").read(n, columns=["source_id", "source_url"]).to_pylist()
+        ]
         results[kind] = (manifest, rows)
     scene_ids = {r["source_id"] for r in results["tar"][1]}
     assert len(scene_ids) == len(files)
     assert scene_ids <= {r["source_id"] for r in results["folder"][1]}
-    assert scene_ids == {r["source_id"] for r in results["parquet"][1]} == {r["source_id"] for r in results["dataset"][1]}
+    assert (
+        scene_ids
+        == {r["source_id"] for r in results["parquet"][1]}
+        == {r["source_id"] for r in results["dataset"][1]}
+    )
     assert results["tar"][0]["rejected"] == {"unreadable": 1}
     for kind in ("tar", "parquet", "dataset"):
         assert sorted(r["source_url"] for r in results[kind][1]) == sorted(urls)

@@ -1,5 +1,6 @@
 """WebPerson: the OpenAI-compatible backend (and the built-in URL downloader) against a small
 chat-completions server on 127.0.0.1, with errors, timeouts, retries and bounded request counts."""
+
 from __future__ import annotations
 
 import base64
@@ -23,7 +24,6 @@ from dataset_builders.webperson.shards import StageStore
 from dataset_builders.webperson.sources import folder_source, url_source
 from dataset_builders.webperson.template_bank import load_bank
 from dataset_builders.webperson.testing import InstantDetector
-from dataset_builders.webperson.vlm import OpenAICaptioner
 
 
 class ChatServer:
@@ -98,7 +98,11 @@ class ChatServer:
 
 
 def answer(text):
-    return {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+    }
 
 
 def client(url, **kw):
@@ -115,14 +119,21 @@ def test_success_sends_the_protocol_fields():
         c = client(server.url, api_key="secret")
         assert c.complete(msg("hello"), temperature=0.5, max_tokens=7, seed=3) == "a man in red"
     body, headers = server.requests[0], server.headers[0]
-    assert body["model"] == "tiny-vlm" and body["temperature"] == 0.5 and body["max_tokens"] == 7 and body["seed"] == 3
+    assert (
+        body["model"] == "tiny-vlm"
+        and body["temperature"] == 0.5
+        and body["max_tokens"] == 7
+        and body["seed"] == 3
+    )
     assert headers["Authorization"] == "Bearer secret"
     assert c.stats == Counter({"requests": 1})
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 429])
 def test_retries_on_server_errors_then_succeeds(status):
-    with ChatServer(lambda body, n: (status, {"error": "busy"}, 0) if n <= 2 else (200, answer("ok"), 0)) as server:
+    with ChatServer(
+        lambda body, n: (status, {"error": "busy"}, 0) if n <= 2 else (200, answer("ok"), 0)
+    ) as server:
         c = client(server.url, max_retries=3)
         assert c.complete(msg("x")) == "ok"
     assert len(server.requests) == 3 and c.stats["retries"] == 2
@@ -157,7 +168,9 @@ def test_malformed_answers_fail_without_retry():
 
 
 def test_timeout_then_retry_succeeds():
-    with ChatServer(lambda body, n: (200, answer("late"), 1.0) if n == 1 else (200, answer("fast"), 0)) as server:
+    with ChatServer(
+        lambda body, n: (200, answer("late"), 1.0) if n == 1 else (200, answer("fast"), 0)
+    ) as server:
         c = client(server.url, timeout=0.3, max_retries=2)
         start = time.perf_counter()
         assert c.complete(msg("x")) == "fast"
@@ -191,7 +204,9 @@ def test_concurrency_is_bounded_and_order_kept():
 
 def test_complete_many_returns_errors_in_place():
     def script(body, n):
-        return (400, {"error": "no"}, 0) if body["messages"][0]["content"] == "q1" else (200, answer("fine"), 0)
+        return (
+            (400, {"error": "no"}, 0) if body["messages"][0]["content"] == "q1" else (200, answer("fine"), 0)
+        )
 
     with ChatServer(script) as server:
         results = client(server.url, concurrency=3).complete_many([msg("q0"), msg("q1"), msg("q2")])
@@ -231,9 +246,13 @@ def test_caption_stage_through_the_endpoint(tmp_path):
         from dataset_builders.webperson.backends import make_captioner, parse_spec
 
         captioner = make_captioner(parse_spec(spec, "--captioner"))
-        manifest = run_caption(work, [captioner], load_bank(), from_stage="detect", batch_size=4, progress=False)
+        manifest = run_caption(
+            work, [captioner], load_bank(), from_stage="detect", batch_size=4, progress=False
+        )
     assert manifest["in"] == 6 and manifest["kept"] == 5 and manifest["rejected"] == {"caption_error": 1}
-    rejects = [r for n in StageStore(work, "caption").done_names() for r in StageStore(work, "caption").rejections(n)]
+    rejects = [
+        r for n in StageStore(work, "caption").done_names() for r in StageStore(work, "caption").rejections(n)
+    ]
     assert rejects[0]["id"] == bad_crop and "endpoint_http_500" in rejects[0]["detail"]
     # 2 captions per crop; both captions of the bad crop take 3 attempts (retries=2); every other
     # caption whose seed is a multiple of 3 takes 2 (one 503 first)
@@ -250,8 +269,14 @@ def test_caption_stage_through_the_endpoint(tmp_path):
 
 def test_templates_extract_cli_through_the_endpoint(tmp_path, capsys):
     captions = tmp_path / "reid_raw.json"
-    captions.write_text(json.dumps([{"captions": ["A man in a red shirt.", "A woman in a blue dress."]},
-                                    {"captions": ["A man in a red shirt."]}]))
+    captions.write_text(
+        json.dumps(
+            [
+                {"captions": ["A man in a red shirt.", "A woman in a blue dress."]},
+                {"captions": ["A man in a red shirt."]},
+            ]
+        )
+    )
 
     def script(body, n):
         text = body["messages"][0]["content"]
@@ -261,10 +286,22 @@ def test_templates_extract_cli_through_the_endpoint(tmp_path, capsys):
 
     with ChatServer(script) as server:
         out = tmp_path / "templates.txt"
-        code = cli.main(["templates-extract", "--captions", str(captions), "--llm",
-                         f"openai=tiny-llm,base_url={server.url}", "--out", str(out)])
+        code = cli.main(
+            [
+                "templates-extract",
+                "--captions",
+                str(captions),
+                "--llm",
+                f"openai=tiny-llm,base_url={server.url}",
+                "--out",
+                str(out),
+            ]
+        )
     assert code == 0
-    assert out.read_text().splitlines() == ["[He/She] wears a [colored top].", "[He/She] wears a [colored dress]."]
+    assert out.read_text().splitlines() == [
+        "[He/She] wears a [colored top].",
+        "[He/She] wears a [colored dress].",
+    ]
     assert "duplicate" in capsys.readouterr().out
     assert len(server.requests) == 3
 
@@ -273,16 +310,23 @@ def test_url_downloader_counts_failures(tmp_path):
     jpeg = encode_jpeg(Image.effect_noise((200, 300), 30).convert("RGB"), 90)
 
     def script(request, n):
-        return {"/ok.jpg": (200, jpeg, 0), "/missing.jpg": (404, b"", 0), "/slow.jpg": (200, jpeg, 1.0),
-                "/flaky.jpg": (500, b"", 0)}[request["path"]]
+        return {
+            "/ok.jpg": (200, jpeg, 0),
+            "/missing.jpg": (404, b"", 0),
+            "/slow.jpg": (200, jpeg, 1.0),
+            "/flaky.jpg": (500, b"", 0),
+        }[request["path"]]
 
     with ChatServer(script) as server:
         base = server.url.rsplit("/v1", 1)[0]
         urls = tmp_path / "urls.txt"
-        urls.write_text(f"# pool\n{base}/ok.jpg\n{base}/missing.jpg\n\n{base}/slow.jpg\n{base}/flaky.jpg\n"
-                        f"not-a-url\n{base}/ok.jpg\n")
-        manifest = ingest(url_source(urls, timeout=0.3, retries=1), tmp_path / "work", shard_size=10,
-                          progress=False)
+        urls.write_text(
+            f"# pool\n{base}/ok.jpg\n{base}/missing.jpg\n\n{base}/slow.jpg\n{base}/flaky.jpg\n"
+            f"not-a-url\n{base}/ok.jpg\n"
+        )
+        manifest = ingest(
+            url_source(urls, timeout=0.3, retries=1), tmp_path / "work", shard_size=10, progress=False
+        )
     assert manifest["in"] == 6 and manifest["kept"] == 1
     assert manifest["rejected"] == {"download_failed": 4, "duplicate": 1}
     store = StageStore(tmp_path / "work", "ingest")

@@ -1,5 +1,6 @@
 """WebPerson publish: everything up to the upload call (the Hub is not reachable in tests), and the
 uploaded file set loads with ``datasets.load_dataset``."""
+
 from __future__ import annotations
 
 import shutil
@@ -49,7 +50,9 @@ def exported(tmp_path_factory):
     pool = root / "pool"
     pool.mkdir()
     for k in range(7):
-        (pool / f"{k}.jpg").write_bytes(encode_jpeg(Image.effect_noise((200, 360), 25 + k).convert("RGB"), 85))
+        (pool / f"{k}.jpg").write_bytes(
+            encode_jpeg(Image.effect_noise((200, 360), 25 + k).convert("RGB"), 85)
+        )
     work = root / "work"
     ingest(folder_source(pool), work, shard_size=3, progress=False)
     run_detect(work, InstantDetector(), progress=False)
@@ -76,8 +79,13 @@ def test_publish_creates_a_dataset_repo_and_uploads_the_export(exported):
     assert upload_kwargs["folder_path"] == str(exported)
     assert "2 parquet shards" in upload_kwargs["commit_message"]
     files = uploaded_files(exported, upload_kwargs["allow_patterns"])
-    assert files == ["README.md", "assets/caption_lengths.png", "assets/samples.png",
-                     "data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"]
+    assert files == [
+        "README.md",
+        "assets/caption_lengths.png",
+        "assets/samples.png",
+        "data/train-00000-of-00002.parquet",
+        "data/train-00001-of-00002.parquet",
+    ]
 
 
 def test_the_uploaded_files_load_with_load_dataset(exported, tmp_path):

@@ -1,6 +1,7 @@
 """WebPerson: stages resume after a kill (a killed subprocess, an exception injected after N items, a
 crash between a shard and its marker) with the same output as an uninterrupted run; ``--shard i/n``
 workers together give the single run's output; a resumed stage refuses changed settings or sources."""
+
 from __future__ import annotations
 
 import os
@@ -54,8 +55,14 @@ def full_run(pool, work, captioner=None, detector=None, selection=ShardSelection
     ingest(folder_source(pool), work, shard_size=4, progress=False, selection=selection)
     run_detect(work, detector or InstantDetector(), progress=False, selection=selection)
     run_pose(work, InstantPose(), progress=False, selection=selection)
-    run_caption(work, [captioner or InstantCaptioner("c1"), InstantCaptioner("c2")], load_bank(), batch_size=3,
-                progress=False, selection=selection)
+    run_caption(
+        work,
+        [captioner or InstantCaptioner("c1"), InstantCaptioner("c2")],
+        load_bank(),
+        batch_size=3,
+        progress=False,
+        selection=selection,
+    )
     run_filter(work, progress=False, selection=selection)
 
 
@@ -119,7 +126,10 @@ def test_injected_crash_in_detect_stage_then_resume(pool, reference, tmp_path):
     work = tmp_path / "work"
     with pytest.raises(Killed):
         full_run(pool, work, detector=CrashingDetector(9))
-    assert StageStore(work, "detect").done_names() == ["00000", "00001"]  # 4 + 4 images done, crash in the third
+    assert StageStore(work, "detect").done_names() == [
+        "00000",
+        "00001",
+    ]  # 4 + 4 images done, crash in the third
     assert not StageStore(work, "pose").root.exists()
     full_run(pool, work)
     assert_same(work, reference)
@@ -184,7 +194,9 @@ def test_killed_subprocess_resumes(pool, reference, tmp_path):
     assert process.returncode == -signal.SIGKILL
     killed_at = StageStore(work, "detect").done_names()
     assert 2 <= len(killed_at) < 6
-    assert subprocess.run([sys.executable, str(script), str(pool), str(work)], env=env, cwd=REPO).returncode == 0
+    assert (
+        subprocess.run([sys.executable, str(script), str(pool), str(work)], env=env, cwd=REPO).returncode == 0
+    )
     assert_same(work, reference, stages=("ingest", "detect"))
     assert not list((work / "detect" / "shards").glob(".*tmp*"))
 
@@ -197,8 +209,9 @@ def test_shard_workers_together_equal_one_run(pool, reference, tmp_path):
     one = export(reference, tmp_path / "one")
     three = export(work, tmp_path / "three")
     assert one["images"] == three["images"] == 23
-    assert (tmp_path / "one" / "data" / "train-00000-of-00001.parquet").read_bytes() == \
-        (tmp_path / "three" / "data" / "train-00000-of-00001.parquet").read_bytes()
+    assert (tmp_path / "one" / "data" / "train-00000-of-00001.parquet").read_bytes() == (
+        tmp_path / "three" / "data" / "train-00000-of-00001.parquet"
+    ).read_bytes()
 
 
 def test_resume_refuses_changed_settings_or_source(pool, tmp_path):

@@ -1,9 +1,9 @@
 """WebPerson curation: the rules on hand-made inputs (boxes, keypoints, captions, images, banks, specs)."""
+
 from __future__ import annotations
 
 import io
 import json
-import random
 
 import numpy as np
 import pytest
@@ -12,8 +12,13 @@ from PIL import Image
 from dataset_builders.webperson.backends import parse_spec
 from dataset_builders.webperson.caption_filter import CaptionFilter, FilterRules, clean_caption
 from dataset_builders.webperson.captioning import draw_template, sampling_seed
-from dataset_builders.webperson.detection import (Detection, DetectionThresholds, box_reason, crop_box,
-                                                  select_person_boxes)
+from dataset_builders.webperson.detection import (
+    Detection,
+    DetectionThresholds,
+    box_reason,
+    crop_box,
+    select_person_boxes,
+)
 from dataset_builders.webperson.images import BadImage, ImageLimits, content_id, decode_rgb, probe_image
 from dataset_builders.webperson.pose import PoseThresholds, pose_reason
 from dataset_builders.webperson.prompts import CAPTION_INSTRUCTION, PLACEHOLDERS, caption_prompt
@@ -30,28 +35,33 @@ def det(x0, y0, x1, y1, score=0.9, label="person"):
 
 
 # ----- detection thresholds ------------------------------------------------------------------------
-@pytest.mark.parametrize("detection, reason", [
-    (det(0, 0, 100, 300), None),                      # 100 x 300: short side 100 > 90, w/h = 1/3
-    (det(0, 0, 90, 300), "small_box"),                # short side exactly 90: not above
-    (det(0, 0, 91, 200), None),                       # w/h = 0.455
-    (det(0, 0, 100, 199), "bad_aspect"),              # w/h = 0.5025 > 1/2
-    (det(0, 0, 100, 200), None),                      # w/h = 1/2 exactly: kept (inclusive)
-    (det(0, 0, 100, 400), None),                      # w/h = 1/4 exactly: kept
-    (det(0, 0, 100, 401), "bad_aspect"),              # w/h < 1/4
-    (det(0, 0, 300, 300), "bad_aspect"),              # square
-    (det(0, 0, 100, 300, score=0.85), "low_score"),   # confidence must be above 0.85
-    (det(0, 0, 100, 300, score=0.851), None),
-    (det(0, 0, 100, 300, label="car"), "not_person"),
-    (det(0, 0, 100, 300, label="Person"), None),      # labels match case-insensitively
-    (det(950, 0, 1050, 300), "small_box"),            # clipped to the image: 50 px wide
-    (det(10, 10, 10, 300), "degenerate_box"),
-])
+@pytest.mark.parametrize(
+    "detection, reason",
+    [
+        (det(0, 0, 100, 300), None),  # 100 x 300: short side 100 > 90, w/h = 1/3
+        (det(0, 0, 90, 300), "small_box"),  # short side exactly 90: not above
+        (det(0, 0, 91, 200), None),  # w/h = 0.455
+        (det(0, 0, 100, 199), "bad_aspect"),  # w/h = 0.5025 > 1/2
+        (det(0, 0, 100, 200), None),  # w/h = 1/2 exactly: kept (inclusive)
+        (det(0, 0, 100, 400), None),  # w/h = 1/4 exactly: kept
+        (det(0, 0, 100, 401), "bad_aspect"),  # w/h < 1/4
+        (det(0, 0, 300, 300), "bad_aspect"),  # square
+        (det(0, 0, 100, 300, score=0.85), "low_score"),  # confidence must be above 0.85
+        (det(0, 0, 100, 300, score=0.851), None),
+        (det(0, 0, 100, 300, label="car"), "not_person"),
+        (det(0, 0, 100, 300, label="Person"), None),  # labels match case-insensitively
+        (det(950, 0, 1050, 300), "small_box"),  # clipped to the image: 50 px wide
+        (det(10, 10, 10, 300), "degenerate_box"),
+    ],
+)
 def test_box_rules(detection, reason):
     assert box_reason(detection, SIZE, SPEC) == reason
 
 
 def test_thresholds_are_configurable_and_checked():
-    loose = DetectionThresholds(min_short_side=10, min_aspect=0.1, max_aspect=2.0, min_score=0.2, labels=("human",))
+    loose = DetectionThresholds(
+        min_short_side=10, min_aspect=0.1, max_aspect=2.0, min_score=0.2, labels=("human",)
+    )
     assert box_reason(det(0, 0, 300, 300, score=0.3, label="human"), SIZE, loose) is None
     assert box_reason(det(0, 0, 300, 300, score=0.3, label="person"), SIZE, loose) == "not_person"
     with pytest.raises(ValueError, match="min_aspect"):
@@ -59,8 +69,12 @@ def test_thresholds_are_configurable_and_checked():
 
 
 def test_select_keeps_highest_scores_first_and_caps_per_image():
-    boxes = [det(0, 0, 100, 300, 0.9), det(200, 0, 300, 300, 0.99), det(400, 0, 500, 300, 0.95),
-             det(0, 0, 10, 10, 0.99)]
+    boxes = [
+        det(0, 0, 100, 300, 0.9),
+        det(200, 0, 300, 300, 0.99),
+        det(400, 0, 500, 300, 0.95),
+        det(0, 0, 10, 10, 0.99),
+    ]
     kept, rejected = select_person_boxes(boxes, SIZE, DetectionThresholds(max_per_image=2))
     assert [d.score for d in kept] == [0.99, 0.95]
     assert sorted(r for _, r in rejected) == ["over_max_per_image", "small_box"]
@@ -80,14 +94,17 @@ def scores(visible):
     return out
 
 
-@pytest.mark.parametrize("visible, reason", [
-    ({0, 1, 2, 5, 6, 11, 12, 13}, None),                  # 8 visible, 2 hips, 3 head points
-    ({0, 1, 5, 6, 7, 8, 11, 13}, None),                   # one hip, two head points: enough
-    ({0, 1, 2, 5, 6, 11, 12}, "few_keypoints"),           # only 7
-    ({0, 1, 2, 5, 6, 7, 8, 9, 10, 13}, "no_hip"),          # 10 visible but no hip
-    ({0, 5, 6, 7, 8, 9, 11, 12, 13}, "few_head_points"),   # one head point
-    (set(range(17)), None),
-])
+@pytest.mark.parametrize(
+    "visible, reason",
+    [
+        ({0, 1, 2, 5, 6, 11, 12, 13}, None),  # 8 visible, 2 hips, 3 head points
+        ({0, 1, 5, 6, 7, 8, 11, 13}, None),  # one hip, two head points: enough
+        ({0, 1, 2, 5, 6, 11, 12}, "few_keypoints"),  # only 7
+        ({0, 1, 2, 5, 6, 7, 8, 9, 10, 13}, "no_hip"),  # 10 visible but no hip
+        ({0, 5, 6, 7, 8, 9, 11, 12, 13}, "few_head_points"),  # one head point
+        (set(range(17)), None),
+    ],
+)
 def test_pose_rules(visible, reason):
     assert pose_reason(scores(visible), PoseThresholds())[0] == reason
     assert pose_reason(scores(visible), PoseThresholds())[1] == len(visible)
@@ -106,20 +123,26 @@ def test_pose_visibility_threshold_and_settings():
 GOOD = "A woman with long black hair wearing a red coat, blue jeans and white sneakers, carrying a black bag."
 
 
-@pytest.mark.parametrize("caption, reason", [
-    (GOOD, None),
-    ("A man in a red shirt.", "too_short"),
-    (" ".join(["word"] * 81), "too_long"),
-    ("A man wearing a [colored top] and black pants with white shoes on.", "unfilled_placeholder"),
-    ("A man who is possibly wearing a red shirt and black pants with shoes.", "speculative"),
-    ("The woman seems to wear a red coat, blue jeans and white sneakers today.", "speculative"),
-    ("A woman that appears to wear a red coat, blue jeans and white sneakers.", "speculative"),
-    ("A happy woman wearing a red coat, blue jeans and white sneakers, carrying a bag.", "identity_or_emotion"),
-    ("A woman wearing a red coat, blue jeans and white sneakers walks along the street.", "background"),
-    ("A woman in a red coat and blue jeans with white sneakers; trees in the background.", "background"),
-    ("The image shows a woman wearing a red coat, blue jeans and white sneakers.", "non_person"),
-    ("I'm sorry, but I cannot describe people in pictures with any detail at all.", "non_person"),
-])
+@pytest.mark.parametrize(
+    "caption, reason",
+    [
+        (GOOD, None),
+        ("A man in a red shirt.", "too_short"),
+        (" ".join(["word"] * 81), "too_long"),
+        ("A man wearing a [colored top] and black pants with white shoes on.", "unfilled_placeholder"),
+        ("A man who is possibly wearing a red shirt and black pants with shoes.", "speculative"),
+        ("The woman seems to wear a red coat, blue jeans and white sneakers today.", "speculative"),
+        ("A woman that appears to wear a red coat, blue jeans and white sneakers.", "speculative"),
+        (
+            "A happy woman wearing a red coat, blue jeans and white sneakers, carrying a bag.",
+            "identity_or_emotion",
+        ),
+        ("A woman wearing a red coat, blue jeans and white sneakers walks along the street.", "background"),
+        ("A woman in a red coat and blue jeans with white sneakers; trees in the background.", "background"),
+        ("The image shows a woman wearing a red coat, blue jeans and white sneakers.", "non_person"),
+        ("I'm sorry, but I cannot describe people in pictures with any detail at all.", "non_person"),
+    ],
+)
 def test_caption_rules(caption, reason):
     result = CaptionFilter().check(clean_caption(caption))
     assert (result[0] if result else None) == reason
@@ -178,12 +201,15 @@ def test_decode_rgb_applies_exif_orientation():
     assert decoded.size == (100, 200)
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"", "empty"),
-    (None, "empty"),
-    (b"GIF89a-not-really", "undecodable"),
-    (b"\x00" * 100, "undecodable"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty"),
+        (None, "empty"),
+        (b"GIF89a-not-really", "undecodable"),
+        (b"\x00" * 100, "undecodable"),
+    ],
+)
 def test_decode_rgb_bad_bytes(data, reason):
     with pytest.raises(BadImage) as info:
         decode_rgb(data)
@@ -208,9 +234,12 @@ def test_probe_image_checks_headers_only():
     assert probe_image(_bytes(Image.new("CMYK", (120, 100)), "JPEG")) == (120, 100, "CMYK")
     full = _bytes(Image.effect_noise((300, 300), 40).convert("RGB"), "JPEG")
     assert probe_image(full[: len(full) // 2]) == (300, 300, "RGB")  # truncation is left to decode_rgb
-    for data, reason, limits in ((b"", "empty", ImageLimits()), (b"<html>", "undecodable", ImageLimits()),
-                                 (_bytes(Image.new("RGB", (300, 60)), "PNG"), "too_small", ImageLimits()),
-                                 (full, "too_large", ImageLimits(max_pixels=1000))):
+    for data, reason, limits in (
+        (b"", "empty", ImageLimits()),
+        (b"<html>", "undecodable", ImageLimits()),
+        (_bytes(Image.new("RGB", (300, 60)), "PNG"), "too_small", ImageLimits()),
+        (full, "too_large", ImageLimits(max_pixels=1000)),
+    ):
         with pytest.raises(BadImage) as info:
             probe_image(data, limits)
         assert info.value.reason == reason
@@ -224,17 +253,29 @@ def test_content_id_is_stable():
 # ----- shards, specs -------------------------------------------------------------------------------
 def test_shard_selection():
     assert parse_shard("1/3") == ShardSelection(1, 3)
-    assert [n for n in ("00000", "00001", "00004", "00007") if parse_shard("1/3").takes(n)] == ["00001", "00004", "00007"]
+    assert [n for n in ("00000", "00001", "00004", "00007") if parse_shard("1/3").takes(n)] == [
+        "00001",
+        "00004",
+        "00007",
+    ]
     for bad in ("3/3", "a/b", "1", "-1/2"):
         with pytest.raises(ValueError):
             parse_shard(bad)
 
 
 def test_parse_spec():
-    spec = parse_spec("openai=Qwen/Qwen2.5-VL-7B-Instruct,base_url=http://h:8000/v1,concurrency=64,timeout=2.5,"
-                      "do_sample=true", "--captioner")
+    spec = parse_spec(
+        "openai=Qwen/Qwen2.5-VL-7B-Instruct,base_url=http://h:8000/v1,concurrency=64,timeout=2.5,"
+        "do_sample=true",
+        "--captioner",
+    )
     assert spec.kind == "openai" and spec.model == "Qwen/Qwen2.5-VL-7B-Instruct"
-    assert spec.options == {"base_url": "http://h:8000/v1", "concurrency": 64, "timeout": 2.5, "do_sample": True}
+    assert spec.options == {
+        "base_url": "http://h:8000/v1",
+        "concurrency": 64,
+        "timeout": 2.5,
+        "do_sample": True,
+    }
     with pytest.raises(ValueError, match="--detector"):
         parse_spec("rtdetr", "--detector")
     with pytest.raises(ValueError, match="key=value"):
@@ -247,7 +288,11 @@ def test_default_bank_is_valid_and_draws_are_stable():
     assert bank.tag == "default_v1" and 50 <= len(bank.templates) <= 100
     assert len({t.text for t in bank.templates}) == len(bank.templates)
     used = {p for t in bank.templates for p in find_placeholders(t.text)}
-    assert {"[colored top]", "[colored bottom]", "[hairstyle]", "[accessory]", "[He/She]"} <= used <= set(PLACEHOLDERS)
+    assert (
+        {"[colored top]", "[colored bottom]", "[hairstyle]", "[accessory]", "[He/She]"}
+        <= used
+        <= set(PLACEHOLDERS)
+    )
     first = [draw_template(bank, 0, "abc-00", j).id for j in (0, 1)]
     assert first == [draw_template(bank, 0, "abc-00", j).id for j in (0, 1)]
     assert len({draw_template(bank, 0, f"crop{i}", 0).id for i in range(200)}) > 30
@@ -255,7 +300,9 @@ def test_default_bank_is_valid_and_draws_are_stable():
 
 
 def test_bank_versioning(tmp_path):
-    bank = TemplateBank.from_texts("mine", 1, ["[He/She] wears a [colored top].", "A [gender] in [colored bottom]."])
+    bank = TemplateBank.from_texts(
+        "mine", 1, ["[He/She] wears a [colored top].", "A [gender] in [colored bottom]."]
+    )
     path = save_bank(bank, tmp_path)
     assert path.name == "mine_v1.json" and load_bank(path).to_dict() == bank.to_dict()
     save_bank(bank, tmp_path)  # same content: fine
@@ -281,11 +328,18 @@ def test_caption_prompt_states_the_rules():
 
 
 def test_template_parsing_and_extraction():
-    assert parse_template('Template: "[He/She] wears a [colored top]."\nmore') == ("[He/She] wears a [colored top].", "")
+    assert parse_template('Template: "[He/She] wears a [colored top]."\nmore') == (
+        "[He/She] wears a [colored top].",
+        "",
+    )
     assert parse_template("A man in red.")[0] is None
     assert parse_template("[He/She] has [tattoo].")[1].startswith("unknown_placeholder")
-    answers = {"a": "[He/She] wears a [colored top].", "b": "[he/she] WEARS a [colored top].".replace("[he/she]", "[He/She]"),
-               "c": "", "d": "no placeholder"}
+    answers = {
+        "a": "[He/She] wears a [colored top].",
+        "b": "[he/she] WEARS a [colored top].".replace("[he/she]", "[He/She]"),
+        "c": "",
+        "d": "no placeholder",
+    }
 
     def generate(prompts):
         return [answers[p.rsplit("Description: ", 1)[1]] for p in prompts]
@@ -313,10 +367,21 @@ def test_histogram_from_lengths_or_counts_and_sample_grid():
     assert grid.getpixel((130, 50))[0] > 200  # the red crop is centred in the first cell
 
 
-@pytest.mark.parametrize("command, option", [
-    ("ingest", "--source"), ("detect", "--min-short-side"), ("pose", "--min-visible"), ("caption", "--captioner"),
-    ("filter", "--min-words"), ("export", "--license"), ("publish", "--repo"), ("templates-extract", "--llm"),
-    ("templates-select", "--clusters"), ("status", "--work")])
+@pytest.mark.parametrize(
+    "command, option",
+    [
+        ("ingest", "--source"),
+        ("detect", "--min-short-side"),
+        ("pose", "--min-visible"),
+        ("caption", "--captioner"),
+        ("filter", "--min-words"),
+        ("export", "--license"),
+        ("publish", "--repo"),
+        ("templates-extract", "--llm"),
+        ("templates-select", "--clusters"),
+        ("status", "--work"),
+    ],
+)
 def test_every_subcommand_has_help(command, option, capsys):
     from dataset_builders.webperson import cli
 
@@ -333,7 +398,10 @@ def test_cli_reports_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["detect", "--work", str(tmp_path), "--shard", "2/2"])
     assert "--shard must be i/n" in capsys.readouterr().err
-    assert cli.main(["ingest", "--work", str(tmp_path), "--source", "folder", "--input", str(tmp_path / "nope")]) == 2
+    assert (
+        cli.main(["ingest", "--work", str(tmp_path), "--source", "folder", "--input", str(tmp_path / "nope")])
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["detect", "--work", str(tmp_path), "--detector", "yolo=x"]) == 2
     assert "unknown backend 'yolo'" in capsys.readouterr().err

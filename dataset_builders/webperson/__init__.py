@@ -18,10 +18,17 @@ manifest (see :mod:`.shards`), is idempotent, and takes ``--shard i/n``:
 
 Command line: ``python -m dataset_builders.webperson --help``.
 """
+
 from .caption_filter import CaptionFilter, FilterRules, clean_caption
 from .captioning import draw_template, make_caption_processor
-from .detection import (Detection, DetectionThresholds, TransformersDetector, UltralyticsDetector, crop_box,
-                        select_person_boxes)
+from .detection import (
+    Detection,
+    DetectionThresholds,
+    TransformersDetector,
+    UltralyticsDetector,
+    crop_box,
+    select_person_boxes,
+)
 from .export import export, export_features
 from .images import BadImage, ImageLimits, content_id, decode_rgb
 from .ingest import ingest
@@ -31,21 +38,74 @@ from .pose import PoseThresholds, TransformersPoseEstimator, UltralyticsPoseEsti
 from .prompts import CAPTION_INSTRUCTION, PLACEHOLDERS, TEMPLATE_INSTRUCTION, caption_prompt
 from .publish import publish
 from .shards import ShardSelection, StageStore, parse_shard
-from .sources import (SourceItem, dataset_source, folder_source, open_source, parquet_source, tar_source,
-                      url_source)
+from .sources import (
+    SourceItem,
+    dataset_source,
+    folder_source,
+    open_source,
+    parquet_source,
+    tar_source,
+    url_source,
+)
 from .template_bank import DEFAULT_BANK, Template, TemplateBank, load_bank, save_bank
 from .template_mining import CLIPTextEmbedder, extract_templates, select_templates
 from .vlm import CaptionResult, OpenAICaptioner, TransformersCaptioner, VLLMCaptioner
 
 __all__ = [
-    "BadImage", "CAPTION_INSTRUCTION", "CLIPTextEmbedder", "CaptionFilter", "CaptionResult", "DEFAULT_BANK",
-    "Detection", "DetectionThresholds", "EndpointError", "FilterRules", "ImageLimits", "OpenAICaptioner",
-    "OpenAIChatClient", "PLACEHOLDERS", "PoseThresholds", "ShardSelection", "SourceItem", "StageStore",
-    "TEMPLATE_INSTRUCTION", "Template", "TemplateBank", "TransformersCaptioner", "TransformersDetector",
-    "TransformersPoseEstimator", "UltralyticsDetector", "UltralyticsPoseEstimator", "VLLMCaptioner",
-    "caption_prompt", "clean_caption", "content_id", "crop_box", "dataset_source", "decode_rgb",
-    "draw_template", "export", "export_features", "extract_templates", "folder_source", "ingest",
-    "load_bank", "make_caption_processor", "open_source", "parquet_source", "parse_shard", "pose_reason",
-    "publish", "run_caption", "run_detect", "run_filter", "run_pose", "save_bank", "select_person_boxes",
-    "select_templates", "stage_status", "tar_source", "url_source",
+    "BadImage",
+    "CAPTION_INSTRUCTION",
+    "CLIPTextEmbedder",
+    "CaptionFilter",
+    "CaptionResult",
+    "DEFAULT_BANK",
+    "Detection",
+    "DetectionThresholds",
+    "EndpointError",
+    "FilterRules",
+    "ImageLimits",
+    "OpenAICaptioner",
+    "OpenAIChatClient",
+    "PLACEHOLDERS",
+    "PoseThresholds",
+    "ShardSelection",
+    "SourceItem",
+    "StageStore",
+    "TEMPLATE_INSTRUCTION",
+    "Template",
+    "TemplateBank",
+    "TransformersCaptioner",
+    "TransformersDetector",
+    "TransformersPoseEstimator",
+    "UltralyticsDetector",
+    "UltralyticsPoseEstimator",
+    "VLLMCaptioner",
+    "caption_prompt",
+    "clean_caption",
+    "content_id",
+    "crop_box",
+    "dataset_source",
+    "decode_rgb",
+    "draw_template",
+    "export",
+    "export_features",
+    "extract_templates",
+    "folder_source",
+    "ingest",
+    "load_bank",
+    "make_caption_processor",
+    "open_source",
+    "parquet_source",
+    "parse_shard",
+    "pose_reason",
+    "publish",
+    "run_caption",
+    "run_detect",
+    "run_filter",
+    "run_pose",
+    "save_bank",
+    "select_person_boxes",
+    "select_templates",
+    "stage_status",
+    "tar_source",
+    "url_source",
 ]

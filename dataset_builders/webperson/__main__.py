@@ -1,4 +1,5 @@
 """``python -m dataset_builders.webperson <stage> ...``: see ``--help``."""
+
 import sys
 
 from .cli import main

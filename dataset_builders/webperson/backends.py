@@ -9,13 +9,22 @@ Examples::
     vllm=Qwen/Qwen2.5-VL-32B-Instruct,tensor_parallel_size=2,max_model_len=4096
     clip=laion/CLIP-ViT-bigG-14-laion2B-39B-b160k
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BackendSpec", "make_captioner", "make_detector", "make_embedder", "make_llm", "make_pose", "parse_spec"]
+__all__ = [
+    "BackendSpec",
+    "make_captioner",
+    "make_detector",
+    "make_embedder",
+    "make_llm",
+    "make_pose",
+    "parse_spec",
+]
 
 
 @dataclass(frozen=True)
@@ -77,10 +86,12 @@ def make_detector(spec: BackendSpec) -> Any:
     options = dict(spec.options)
     if spec.kind == "transformers":
         from .detection import TransformersDetector
+
         _dtype(options)
         return TransformersDetector(spec.model, **options)
     if spec.kind == "ultralytics":
         from .detection import UltralyticsDetector
+
         return UltralyticsDetector(spec.model, **options)
     raise _unknown(spec, "--detector", ("transformers", "ultralytics"))
 
@@ -90,10 +101,12 @@ def make_pose(spec: BackendSpec) -> Any:
     options = dict(spec.options)
     if spec.kind == "transformers":
         from .pose import TransformersPoseEstimator
+
         _dtype(options)
         return TransformersPoseEstimator(spec.model, **options)
     if spec.kind == "ultralytics":
         from .pose import UltralyticsPoseEstimator
+
         return UltralyticsPoseEstimator(spec.model, **options)
     raise _unknown(spec, "--pose-model", ("transformers", "ultralytics"))
 
@@ -109,9 +122,15 @@ def _client(spec: BackendSpec, options: dict[str, Any], what: str):
         api_key = os.environ.get(str(key_env))
         if api_key is None:
             raise ValueError(f"{what}: environment variable {key_env} (api_key_env) is not set")
-    return OpenAIChatClient(str(options.pop("base_url")), spec.model, api_key=api_key,
-                            timeout=float(options.pop("timeout", 120.0)), max_retries=int(options.pop("retries", 3)),
-                            backoff=float(options.pop("backoff", 1.0)), concurrency=int(options.pop("concurrency", 16)))
+    return OpenAIChatClient(
+        str(options.pop("base_url")),
+        spec.model,
+        api_key=api_key,
+        timeout=float(options.pop("timeout", 120.0)),
+        max_retries=int(options.pop("retries", 3)),
+        backoff=float(options.pop("backoff", 1.0)),
+        concurrency=int(options.pop("concurrency", 16)),
+    )
 
 
 def make_captioner(spec: BackendSpec) -> Any:
@@ -119,13 +138,16 @@ def make_captioner(spec: BackendSpec) -> Any:
     options = dict(spec.options)
     if spec.kind == "transformers":
         from .vlm import TransformersCaptioner
+
         _dtype(options)
         return TransformersCaptioner(spec.model, **options)
     if spec.kind == "vllm":
         from .vlm import VLLMCaptioner
+
         return VLLMCaptioner(spec.model, **options)
     if spec.kind == "openai":
         from .vlm import OpenAICaptioner
+
         client = _client(spec, options, "--captioner")
         return OpenAICaptioner(client, **options)
     raise _unknown(spec, "--captioner", ("transformers", "vllm", "openai"))
@@ -136,10 +158,12 @@ def make_llm(spec: BackendSpec) -> Any:
     options = dict(spec.options)
     if spec.kind == "openai":
         from .template_mining import endpoint_generator
+
         client = _client(spec, options, "--llm")
         return endpoint_generator(client, **options)
     if spec.kind == "transformers":
         from .vlm import TransformersTextGenerator
+
         _dtype(options)
         return TransformersTextGenerator(spec.model, **options).generate
     raise _unknown(spec, "--llm", ("openai", "transformers"))
@@ -150,8 +174,10 @@ def make_embedder(spec: BackendSpec) -> Any:
     options = dict(spec.options)
     if spec.kind == "clip":
         from .template_mining import CLIPTextEmbedder
+
         return CLIPTextEmbedder(spec.model, **options)
     if spec.kind in ("sentence-transformers", "st"):
         from .template_mining import SentenceTransformerEmbedder
+
         return SentenceTransformerEmbedder(spec.model, **options)
     raise _unknown(spec, "--embedder", ("clip", "sentence-transformers"))

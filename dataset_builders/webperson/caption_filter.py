@@ -13,6 +13,7 @@ text. Rules (reason names):
 - ``non_person``: meta talk or refusals (``the image``, ``I cannot``, ``as an AI``, ``no person``, ...);
 - ``duplicate_pair``: both captions of a crop are the same (after normalisation).
 """
+
 from __future__ import annotations
 
 import re
@@ -25,20 +26,106 @@ from .stage import ShardOutput
 
 __all__ = ["CaptionFilter", "FilterRules", "clean_caption", "make_filter_processor"]
 
-SPECULATIVE = ("possibly", "perhaps", "maybe", "probably", "likely", "seems", "seem", "seemingly", "appears to",
-               "appear to", "appearing to", "apparently", "presumably", "might", "could be", "may be",
-               "suggests", "suggesting", "it looks like", "looks like he", "looks like she", "i think",
-               "unclear", "hard to tell", "not sure")
-IDENTITY_OR_EMOTION = ("happy", "sad", "angry", "upset", "excited", "nervous", "anxious", "confident",
-                       "cheerful", "joyful", "worried", "bored", "tired", "relaxed", "emotion", "mood",
-                       "celebrity", "famous", "actor", "actress", "politician", "named", "identity")
-BACKGROUND = ("background", "backdrop", "surroundings", "scene", "in the distance", "street", "sidewalk",
-              "road", "building", "buildings", "tree", "trees", "sky", "wall", "crowd", "traffic", "parked",
-              "indoors", "outdoors", "room")
-NON_PERSON = ("the image", "this image", "the photo", "this photo", "the picture", "this picture", "photograph",
-              "the camera", "as an ai", "i cannot", "i can't", "i'm sorry", "i am sorry", "sorry", "caption",
-              "template", "placeholder", "here is", "no person", "no one", "nobody", "there is no",
-              "watermark", "logo text")
+SPECULATIVE = (
+    "possibly",
+    "perhaps",
+    "maybe",
+    "probably",
+    "likely",
+    "seems",
+    "seem",
+    "seemingly",
+    "appears to",
+    "appear to",
+    "appearing to",
+    "apparently",
+    "presumably",
+    "might",
+    "could be",
+    "may be",
+    "suggests",
+    "suggesting",
+    "it looks like",
+    "looks like he",
+    "looks like she",
+    "i think",
+    "unclear",
+    "hard to tell",
+    "not sure",
+)
+IDENTITY_OR_EMOTION = (
+    "happy",
+    "sad",
+    "angry",
+    "upset",
+    "excited",
+    "nervous",
+    "anxious",
+    "confident",
+    "cheerful",
+    "joyful",
+    "worried",
+    "bored",
+    "tired",
+    "relaxed",
+    "emotion",
+    "mood",
+    "celebrity",
+    "famous",
+    "actor",
+    "actress",
+    "politician",
+    "named",
+    "identity",
+)
+BACKGROUND = (
+    "background",
+    "backdrop",
+    "surroundings",
+    "scene",
+    "in the distance",
+    "street",
+    "sidewalk",
+    "road",
+    "building",
+    "buildings",
+    "tree",
+    "trees",
+    "sky",
+    "wall",
+    "crowd",
+    "traffic",
+    "parked",
+    "indoors",
+    "outdoors",
+    "room",
+)
+NON_PERSON = (
+    "the image",
+    "this image",
+    "the photo",
+    "this photo",
+    "the picture",
+    "this picture",
+    "photograph",
+    "the camera",
+    "as an ai",
+    "i cannot",
+    "i can't",
+    "i'm sorry",
+    "i am sorry",
+    "sorry",
+    "caption",
+    "template",
+    "placeholder",
+    "here is",
+    "no person",
+    "no one",
+    "nobody",
+    "there is no",
+    "watermark",
+    "logo text",
+)
 
 _LABEL = re.compile(r"^\s*(caption|description)\s*[:\-]\s*", re.IGNORECASE)
 _QUOTES = "\"'“”‘’`"
@@ -88,9 +175,11 @@ class CaptionFilter:
     rules: FilterRules = field(default_factory=FilterRules)
 
     def __post_init__(self) -> None:
-        self._lists = [(name, _phrase_pattern(getattr(self.rules, name)))
-                       for name in ("speculative", "identity_or_emotion", "background", "non_person")
-                       if getattr(self.rules, name)]
+        self._lists = [
+            (name, _phrase_pattern(getattr(self.rules, name)))
+            for name in ("speculative", "identity_or_emotion", "background", "non_person")
+            if getattr(self.rules, name)
+        ]
 
     def check(self, caption: str) -> tuple[str, str] | None:
         """``(reason, matched text)`` for a cleaned caption that breaks a rule, else ``None``."""
@@ -140,7 +229,9 @@ def make_filter_processor(caption_filter: CaptionFilter) -> Callable[[str, pa.Ta
         kept = table.take(keep) if keep else table.slice(0, 0)
         for column, values in (("caption1", first), ("caption2", second)):
             position = kept.schema.get_field_index(column)
-            kept = kept.set_column(position, kept.schema.field(column), pa.array([values[i] for i in keep], pa.string()))
+            kept = kept.set_column(
+                position, kept.schema.field(column), pa.array([values[i] for i in keep], pa.string())
+            )
         return ShardOutput(kept, rejects, len(ids))
 
     return process

@@ -7,6 +7,7 @@ caption ``j`` of crop ``c`` are functions of ``(seed, c, j)`` only, so a resumed
 asks the same questions. A crop whose captioner failed (endpoint error after retries) is rejected
 with reason ``caption_error`` and the error text.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,14 @@ def sampling_seed(seed: int, crop_id: str, j: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def make_caption_processor(captioners: Sequence[Captioner], bank: TemplateBank, *, seed: int = 0,
-                           max_words: int = 60, batch_size: int = 64) -> Callable[[str, pa.Table], ShardOutput]:
+def make_caption_processor(
+    captioners: Sequence[Captioner],
+    bank: TemplateBank,
+    *,
+    seed: int = 0,
+    max_words: int = 60,
+    batch_size: int = 64,
+) -> Callable[[str, pa.Table], ShardOutput]:
     """The shard function of the caption stage.
 
     Args:
@@ -69,8 +76,10 @@ def make_caption_processor(captioners: Sequence[Captioner], bank: TemplateBank, 
                 seeds = [sampling_seed(seed, ids[i], j) for i in index]
                 results = captioner.caption([crops[i] for i in index], prompts, seeds)
                 if len(results) != len(index):
-                    raise RuntimeError(f"captioner {captioner.name} returned {len(results)} results for "
-                                       f"{len(index)} crops (shard {name})")
+                    raise RuntimeError(
+                        f"captioner {captioner.name} returned {len(results)} results for "
+                        f"{len(index)} crops (shard {name})"
+                    )
                 for i, template, result in zip(index, templates, results):
                     if result.error is not None or not result.text:
                         failed.setdefault(i, f"caption{j + 1}: {result.error or 'empty answer'}")

@@ -1,5 +1,6 @@
 """The data set card (README.md) of an exported WebPerson folder: YAML front matter with the licence,
 ``configs`` and ``dataset_info``, then statistics, rejection counts and figures."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -22,8 +23,13 @@ def dataset_info_yaml(features: datasets.Features, rows: int, num_bytes: int) ->
     """
     splits = datasets.SplitDict()
     splits.add(datasets.SplitInfo("train", num_bytes=int(num_bytes), num_examples=int(rows)))
-    info = datasets.DatasetInfo(features=features, config_name="default", splits=splits,
-                                download_size=int(num_bytes), dataset_size=int(num_bytes))
+    info = datasets.DatasetInfo(
+        features=features,
+        config_name="default",
+        splits=splits,
+        download_size=int(num_bytes),
+        dataset_size=int(num_bytes),
+    )
     return info._to_yaml_dict()
 
 
@@ -33,13 +39,23 @@ def _stage_table(stages: Mapping[str, Mapping[str, Any]]) -> str:
         if name not in stages:
             continue
         stage = stages[name]
-        reasons = ", ".join(f"{r}: {n:,}" for r, n in sorted(stage.get("rejected", {}).items(), key=lambda x: -x[1]))
+        reasons = ", ".join(
+            f"{r}: {n:,}" for r, n in sorted(stage.get("rejected", {}).items(), key=lambda x: -x[1])
+        )
         lines.append(f"| {name} | {stage.get('in', 0):,} | {stage.get('kept', 0):,} | {reasons or '-'} |")
     return "\n".join(lines)
 
 
-def webperson_card(*, name: str, license: str, features: datasets.Features, stats: Mapping[str, Any],
-                   stages: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Any], num_bytes: int) -> str:
+def webperson_card(
+    *,
+    name: str,
+    license: str,
+    features: datasets.Features,
+    stats: Mapping[str, Any],
+    stages: Mapping[str, Mapping[str, Any]],
+    settings: Mapping[str, Any],
+    num_bytes: int,
+) -> str:
     """README.md of the export: ``stats`` has ``images``, ``captions``, ``vocabulary``,
     ``caption_words`` (min / mean / max); ``stages`` the manifest of each stage."""
     rows = int(stats["images"])
@@ -48,9 +64,16 @@ def webperson_card(*, name: str, license: str, features: datasets.Features, stat
         "pretty_name": name,
         "language": ["en"],
         "task_categories": ["text-to-image", "image-to-text"],
-        "tags": ["text-based-person-retrieval", "person-re-identification", "synthetic-captions", "webperson"],
+        "tags": [
+            "text-based-person-retrieval",
+            "person-re-identification",
+            "synthetic-captions",
+            "webperson",
+        ],
         "size_categories": [_size_category(rows)],
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
+        "configs": [
+            {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}
+        ],
         "dataset_info": dataset_info_yaml(features, rows, num_bytes),
     }
     words = stats["caption_words"]

@@ -8,6 +8,7 @@ Backends (any callable ``list[PIL.Image] -> list[list[Detection]]`` works):
 - :class:`UltralyticsDetector` (optional): ultralytics YOLO11 (``pip install ultralytics``; AGPL-3.0,
   which binds what you distribute with it), as the paper uses.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,17 @@ from PIL import Image
 from .images import BadImage, ImageLimits, decode_rgb, encode_jpeg
 from .stage import ShardOutput
 
-__all__ = ["CROP_SCHEMA", "Detection", "DetectionThresholds", "Detector", "TransformersDetector",
-           "UltralyticsDetector", "crop_box", "make_detect_processor", "select_person_boxes"]
+__all__ = [
+    "CROP_SCHEMA",
+    "Detection",
+    "DetectionThresholds",
+    "Detector",
+    "TransformersDetector",
+    "UltralyticsDetector",
+    "crop_box",
+    "make_detect_processor",
+    "select_person_boxes",
+]
 
 
 @dataclass(frozen=True)
@@ -82,8 +92,9 @@ def _clip(box: Sequence[float], size: tuple[int, int]) -> tuple[float, float, fl
     return max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1)
 
 
-def select_person_boxes(detections: Sequence[Detection], size: tuple[int, int],
-                        thresholds: DetectionThresholds) -> tuple[list[Detection], list[tuple[Detection, str]]]:
+def select_person_boxes(
+    detections: Sequence[Detection], size: tuple[int, int], thresholds: DetectionThresholds
+) -> tuple[list[Detection], list[tuple[Detection, str]]]:
     """Split ``detections`` into kept boxes (highest score first) and ``(detection, reason)`` pairs."""
     kept, rejected = [], []
     for detection in sorted(detections, key=lambda d: -d.score):
@@ -125,8 +136,16 @@ class TransformersDetector:
         batch_size: pictures per forward pass.
     """
 
-    def __init__(self, model: Any, processor: Any = None, *, device: str = "cpu", dtype: Any = None,
-                 score_floor: float = 0.3, batch_size: int = 16) -> None:
+    def __init__(
+        self,
+        model: Any,
+        processor: Any = None,
+        *,
+        device: str = "cpu",
+        dtype: Any = None,
+        score_floor: float = 0.3,
+        batch_size: int = 16,
+    ) -> None:
         import torch
         from transformers import AutoImageProcessor, AutoModelForObjectDetection
 
@@ -156,11 +175,17 @@ class TransformersDetector:
             with self._torch.inference_mode():
                 outputs = self.model(**inputs)
             results = self.processor.post_process_object_detection(
-                outputs, threshold=self.score_floor, target_sizes=[(im.height, im.width) for im in batch])
+                outputs, threshold=self.score_floor, target_sizes=[(im.height, im.width) for im in batch]
+            )
             for result in results:
-                out.append([Detection(tuple(float(v) for v in box), float(score), str(id2label[int(label)]))
-                            for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(),
-                                                         result["labels"].tolist())])
+                out.append(
+                    [
+                        Detection(tuple(float(v) for v in box), float(score), str(id2label[int(label)]))
+                        for box, score, label in zip(
+                            result["boxes"].tolist(), result["scores"].tolist(), result["labels"].tolist()
+                        )
+                    ]
+                )
         return out
 
 
@@ -171,8 +196,14 @@ class UltralyticsDetector:
     asked for.
     """
 
-    def __init__(self, weights: str = "yolo11x.pt", *, device: str | None = None, score_floor: float = 0.3,
-                 batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        weights: str = "yolo11x.pt",
+        *,
+        device: str | None = None,
+        score_floor: float = 0.3,
+        batch_size: int = 32,
+    ) -> None:
         try:
             from ultralytics import YOLO
         except ImportError:
@@ -184,34 +215,51 @@ class UltralyticsDetector:
         self.batch_size = batch_size
 
     def __call__(self, images: list[Image.Image]) -> list[list[Detection]]:
-        results = self.model.predict(images, conf=self.score_floor, classes=[0], device=self.device,
-                                     batch=self.batch_size, verbose=False)
+        results = self.model.predict(
+            images,
+            conf=self.score_floor,
+            classes=[0],
+            device=self.device,
+            batch=self.batch_size,
+            verbose=False,
+        )
         out = []
         for result in results:
             names = result.names
-            out.append([Detection(tuple(float(v) for v in box), float(score), str(names[int(cls)]))
-                        for box, score, cls in zip(result.boxes.xyxy.tolist(), result.boxes.conf.tolist(),
-                                                   result.boxes.cls.tolist())])
+            out.append(
+                [
+                    Detection(tuple(float(v) for v in box), float(score), str(names[int(cls)]))
+                    for box, score, cls in zip(
+                        result.boxes.xyxy.tolist(), result.boxes.conf.tolist(), result.boxes.cls.tolist()
+                    )
+                ]
+            )
         return out
 
 
-CROP_SCHEMA = pa.schema([
-    ("crop_id", pa.string()),
-    ("source_id", pa.string()),
-    ("source_key", pa.string()),
-    ("source_url", pa.string()),
-    ("box", pa.list_(pa.int32(), 4)),
-    ("det_score", pa.float32()),
-    ("crop", pa.binary()),
-    ("crop_width", pa.int32()),
-    ("crop_height", pa.int32()),
-])
+CROP_SCHEMA = pa.schema(
+    [
+        ("crop_id", pa.string()),
+        ("source_id", pa.string()),
+        ("source_key", pa.string()),
+        ("source_url", pa.string()),
+        ("box", pa.list_(pa.int32(), 4)),
+        ("det_score", pa.float32()),
+        ("crop", pa.binary()),
+        ("crop_width", pa.int32()),
+        ("crop_height", pa.int32()),
+    ]
+)
 
 
-def make_detect_processor(detector: Callable[[list[Image.Image]], list[list[Detection]]],
-                          thresholds: DetectionThresholds, *, jpeg_quality: int = 95,
-                          limits: ImageLimits = ImageLimits(), batch_size: int = 16
-                          ) -> Callable[[str, pa.Table], ShardOutput]:
+def make_detect_processor(
+    detector: Callable[[list[Image.Image]], list[list[Detection]]],
+    thresholds: DetectionThresholds,
+    *,
+    jpeg_quality: int = 95,
+    limits: ImageLimits = ImageLimits(),
+    batch_size: int = 16,
+) -> Callable[[str, pa.Table], ShardOutput]:
     """The shard function of the detect stage: decode, detect in batches, select, crop, encode."""
 
     def process(name: str, table: pa.Table) -> ShardOutput:
@@ -226,7 +274,9 @@ def make_detect_processor(detector: Callable[[list[Image.Image]], list[list[Dete
                 try:
                     image, _ = decode_rgb(data["image"][i], limits)
                 except BadImage as error:  # ingest validated it: only a changed limit gets here
-                    rejects.append({"id": data["source_id"][i], "reason": error.reason, "detail": error.detail})
+                    rejects.append(
+                        {"id": data["source_id"][i], "reason": error.reason, "detail": error.detail}
+                    )
                     continue
                 indices.append(i)
                 images.append(image)
@@ -238,16 +288,26 @@ def make_detect_processor(detector: Callable[[list[Image.Image]], list[list[Dete
                 if _is_interrupt(error):
                     raise
                 for i in indices:
-                    rejects.append({"id": data["source_id"][i], "reason": "detector_error",
-                                    "detail": f"{type(error).__name__}: {error}"})
+                    rejects.append(
+                        {
+                            "id": data["source_id"][i],
+                            "reason": "detector_error",
+                            "detail": f"{type(error).__name__}: {error}",
+                        }
+                    )
                 continue
             for i, image, found in zip(indices, images, detections):
                 kept, rejected = select_person_boxes(found, image.size, thresholds)
                 extra["boxes_seen"] += len(found)
                 for detection, reason in rejected:
-                    rejects.append({"id": data["source_id"][i], "reason": reason,
-                                    "detail": f"box={[round(v, 1) for v in detection.box]} "
-                                              f"score={detection.score:.3f} label={detection.label}"})
+                    rejects.append(
+                        {
+                            "id": data["source_id"][i],
+                            "reason": reason,
+                            "detail": f"box={[round(v, 1) for v in detection.box]} "
+                            f"score={detection.score:.3f} label={detection.label}",
+                        }
+                    )
                 if not kept:
                     rejects.append({"id": data["source_id"][i], "reason": "no_person_kept", "detail": ""})
                     continue
@@ -255,11 +315,16 @@ def make_detect_processor(detector: Callable[[list[Image.Image]], list[list[Dete
                 for k, detection in enumerate(kept):
                     crop, box = crop_box(image, detection.box)
                     for column, value in (
-                            ("crop_id", f"{data['source_id'][i]}-{k:02d}"), ("source_id", data["source_id"][i]),
-                            ("source_key", data["source_key"][i]), ("source_url", data["source_url"][i]),
-                            ("box", list(box)), ("det_score", detection.score),
-                            ("crop", encode_jpeg(crop, jpeg_quality)), ("crop_width", crop.width),
-                            ("crop_height", crop.height)):
+                        ("crop_id", f"{data['source_id'][i]}-{k:02d}"),
+                        ("source_id", data["source_id"][i]),
+                        ("source_key", data["source_key"][i]),
+                        ("source_url", data["source_url"][i]),
+                        ("box", list(box)),
+                        ("det_score", detection.score),
+                        ("crop", encode_jpeg(crop, jpeg_quality)),
+                        ("crop_width", crop.width),
+                        ("crop_height", crop.height),
+                    ):
                         rows[column].append(value)
         return ShardOutput(pa.table(rows, schema=CROP_SCHEMA), rejects, n, extra)
 

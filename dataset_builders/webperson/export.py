@@ -6,6 +6,7 @@ YAML ``configs``), ``OUT/assets/samples.png`` and ``OUT/assets/caption_lengths.p
 to a temporary folder and renamed into place, so a killed export leaves no half data set; crops met
 twice (workers that ingested the same picture) are written once.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,23 +36,25 @@ _DICTIONARY = ["template1_id", "template2_id", "captioner1", "captioner2", "sour
 def export_features() -> datasets.Features:
     """The published columns: ``image``, ``image_path``, ``caption1``, ``caption2``, then provenance."""
     string = datasets.Value("string")
-    return datasets.Features({
-        "image": datasets.Image(),
-        "image_path": string,
-        "caption1": string,
-        "caption2": string,
-        "crop_id": string,
-        "source_id": string,
-        "source_key": string,
-        "source_url": string,
-        "box": datasets.List(datasets.Value("int32"), length=4),
-        "det_score": datasets.Value("float32"),
-        "num_keypoints": datasets.Value("int32"),
-        "template1_id": string,
-        "template2_id": string,
-        "captioner1": string,
-        "captioner2": string,
-    })
+    return datasets.Features(
+        {
+            "image": datasets.Image(),
+            "image_path": string,
+            "caption1": string,
+            "caption2": string,
+            "crop_id": string,
+            "source_id": string,
+            "source_key": string,
+            "source_url": string,
+            "box": datasets.List(datasets.Value("int32"), length=4),
+            "det_score": datasets.Value("float32"),
+            "num_keypoints": datasets.Value("int32"),
+            "template1_id": string,
+            "template2_id": string,
+            "captioner1": string,
+            "captioner2": string,
+        }
+    )
 
 
 def _rows(table: pa.Table, keep: list[int]) -> dict[str, list[Any]]:
@@ -84,8 +87,10 @@ def _prepare(out: Path, overwrite: bool) -> Path:
         if not overwrite:
             raise FileExistsError(f"{out} is not empty; pass --overwrite to replace an earlier export")
         if not (out / EXPORT_MARKER).is_file():
-            raise FileExistsError(f"{out} holds no {EXPORT_MARKER}: refusing to overwrite a folder that the "
-                                  "export did not write")
+            raise FileExistsError(
+                f"{out} holds no {EXPORT_MARKER}: refusing to overwrite a folder that the "
+                "export did not write"
+            )
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -94,9 +99,18 @@ def _prepare(out: Path, overwrite: bool) -> Path:
     return tmp
 
 
-def export(work: str | Path, out_dir: str | Path, *, from_stage: str = "filter", name: str = "WebPerson",
-           license: str = "other", shard_size: int = 5000, samples: int = 8, seed: int = 0,
-           overwrite: bool = False) -> dict[str, Any]:
+def export(
+    work: str | Path,
+    out_dir: str | Path,
+    *,
+    from_stage: str = "filter",
+    name: str = "WebPerson",
+    license: str = "other",
+    shard_size: int = 5000,
+    samples: int = 8,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Export the done shards of ``from_stage`` to ``out_dir``; return the statistics written to the card.
 
     Raises:
@@ -126,7 +140,9 @@ def export(work: str | Path, out_dir: str | Path, *, from_stage: str = "filter",
     total = sum(len(keep) for _, keep in plan)
     if total == 0:
         shutil.rmtree(tmp)
-        raise ValueError(f"{source.root}: no crops left to export (every item was rejected; see the manifests)")
+        raise ValueError(
+            f"{source.root}: no crops left to export (every item was rejected; see the manifests)"
+        )
     features = export_features()
     schema = features.arrow_schema
     count = -(-total // shard_size)
@@ -141,7 +157,9 @@ def export(work: str | Path, out_dir: str | Path, *, from_stage: str = "filter",
     def flush() -> None:
         nonlocal written, num_bytes
         path = tmp / "data" / f"train-{written:05d}-of-{count:05d}.parquet"
-        pq.write_table(pa.table(buffer, schema=schema), path, row_group_size=_ROW_GROUP, use_dictionary=_DICTIONARY)
+        pq.write_table(
+            pa.table(buffer, schema=schema), path, row_group_size=_ROW_GROUP, use_dictionary=_DICTIONARY
+        )
         num_bytes += path.stat().st_size
         written += 1
         for values in buffer.values():
@@ -177,17 +195,44 @@ def export(work: str | Path, out_dir: str | Path, *, from_stage: str = "filter",
         store = StageStore(work, stage)
         if store.done_names():
             stages[stage] = store.totals()
-    stages["export"] = {"in": total + duplicates, "kept": total, "rejected": {"duplicate_crop": duplicates} if duplicates else {}}
-    stats = {"images": total, "captions": 2 * total, "vocabulary": len(vocabulary),
-             "caption_words": {"min": min(lengths), "max": max(lengths),
-                               "mean": sum(k * v for k, v in lengths.items()) / sum(lengths.values())},
-             "source_images": len(sources), "shards": written, "parquet_bytes": num_bytes,
-             "duplicates_dropped": duplicates}
-    settings = {stage: StageStore(work, stage).settings() for stage in STAGE_ORDER if stage in stages and stage != "export"}
-    (tmp / "README.md").write_text(webperson_card(name=name, license=license, features=features, stats=stats,
-                                                  stages=stages, settings=settings, num_bytes=num_bytes))
-    (tmp / EXPORT_MARKER).write_text(json.dumps({"stats": stats, "stages": stages, "from_stage": from_stage},
-                                                indent=2) + "\n")
+    stages["export"] = {
+        "in": total + duplicates,
+        "kept": total,
+        "rejected": {"duplicate_crop": duplicates} if duplicates else {},
+    }
+    stats = {
+        "images": total,
+        "captions": 2 * total,
+        "vocabulary": len(vocabulary),
+        "caption_words": {
+            "min": min(lengths),
+            "max": max(lengths),
+            "mean": sum(k * v for k, v in lengths.items()) / sum(lengths.values()),
+        },
+        "source_images": len(sources),
+        "shards": written,
+        "parquet_bytes": num_bytes,
+        "duplicates_dropped": duplicates,
+    }
+    settings = {
+        stage: StageStore(work, stage).settings()
+        for stage in STAGE_ORDER
+        if stage in stages and stage != "export"
+    }
+    (tmp / "README.md").write_text(
+        webperson_card(
+            name=name,
+            license=license,
+            features=features,
+            stats=stats,
+            stages=stages,
+            settings=settings,
+            num_bytes=num_bytes,
+        )
+    )
+    (tmp / EXPORT_MARKER).write_text(
+        json.dumps({"stats": stats, "stages": stages, "from_stage": from_stage}, indent=2) + "\n"
+    )
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

@@ -5,6 +5,7 @@ RGB picture or into a :class:`BadImage` whose ``reason`` is one short word for t
 (``empty``, ``undecodable``, ``truncated``, ``too_large``, ``too_small``); it never lets a decoder
 error escape.
 """
+
 from __future__ import annotations
 
 import hashlib

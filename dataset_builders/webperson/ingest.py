@@ -9,6 +9,7 @@ By default an image is checked from its header (:func:`images.probe_image`: empt
 large, too small) and decoded once, by the detect stage, which records truncated pixel data there;
 ``verify=True`` (``--verify``) decodes every image here already (about twice the decoding work).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,15 +30,17 @@ from .stage import ShardOutput
 
 __all__ = ["INGEST_SCHEMA", "ingest"]
 
-INGEST_SCHEMA = pa.schema([
-    ("source_id", pa.string()),
-    ("source_key", pa.string()),
-    ("source_url", pa.string()),
-    ("image", pa.binary()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("mode", pa.string()),
-])
+INGEST_SCHEMA = pa.schema(
+    [
+        ("source_id", pa.string()),
+        ("source_key", pa.string()),
+        ("source_url", pa.string()),
+        ("image", pa.binary()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("mode", pa.string()),
+    ]
+)
 
 
 def _chunks(items: Iterable[SourceItem], size: int) -> Iterator[list[SourceItem]]:
@@ -62,8 +65,13 @@ def _load(item: SourceItem) -> bytes | DownloadError:
         return DownloadError("unreadable", f"{item.key}: {type(error).__name__}: {error}")
 
 
-def ingest_chunk(chunk: list[SourceItem], seen: set[str], limits: ImageLimits,
-                 pool: ThreadPoolExecutor | None, verify: bool = False) -> ShardOutput:
+def ingest_chunk(
+    chunk: list[SourceItem],
+    seen: set[str],
+    limits: ImageLimits,
+    pool: ThreadPoolExecutor | None,
+    verify: bool = False,
+) -> ShardOutput:
     """Load, hash, deduplicate and validate one chunk; ``seen`` (ids kept so far) is updated."""
     loaded = list(pool.map(_load, chunk)) if pool is not None else [_load(item) for item in chunk]
     rows: dict[str, list[Any]] = {name: [] for name in INGEST_SCHEMA.names}
@@ -89,16 +97,31 @@ def ingest_chunk(chunk: list[SourceItem], seen: set[str], limits: ImageLimits,
         seen.add(source_id)
         if mode != "RGB":
             modes[f"converted_{mode}"] += 1
-        for name, value in (("source_id", source_id), ("source_key", item.key), ("source_url", item.url),
-                            ("image", data), ("width", width), ("height", height), ("mode", mode)):
+        for name, value in (
+            ("source_id", source_id),
+            ("source_key", item.key),
+            ("source_url", item.url),
+            ("image", data),
+            ("width", width),
+            ("height", height),
+            ("mode", mode),
+        ):
             rows[name].append(value)
     return ShardOutput(pa.table(rows, schema=INGEST_SCHEMA), rejects, len(chunk), dict(modes))
 
 
-def ingest(items: Iterable[SourceItem], work: str | Path, *, shard_size: int = 1000,
-           selection: ShardSelection = ShardSelection(), limits: ImageLimits = ImageLimits(),
-           workers: int = 8, verify: bool = False, progress: bool = True,
-           settings: dict[str, Any] | None = None) -> dict[str, Any]:
+def ingest(
+    items: Iterable[SourceItem],
+    work: str | Path,
+    *,
+    shard_size: int = 1000,
+    selection: ShardSelection = ShardSelection(),
+    limits: ImageLimits = ImageLimits(),
+    workers: int = 8,
+    verify: bool = False,
+    progress: bool = True,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Run the ingest stage and return its manifest (see :mod:`shards` for the layout).
 
     Resuming: done chunks are skipped after checking that the source still lists the same keys there
@@ -108,8 +131,15 @@ def ingest(items: Iterable[SourceItem], work: str | Path, *, shard_size: int = 1
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     store = StageStore(work, "ingest")
-    store.create({"shard_size": shard_size, "min_side": limits.min_side, "max_pixels": limits.max_pixels,
-                  "verify": verify, **(settings or {})})
+    store.create(
+        {
+            "shard_size": shard_size,
+            "min_side": limits.min_side,
+            "max_pixels": limits.max_pixels,
+            "verify": verify,
+            **(settings or {}),
+        }
+    )
     seen: set[str] = set()
     processed = 0
     bar = tqdm(desc="ingest", unit="img", disable=not progress, dynamic_ncols=True)
@@ -124,8 +154,10 @@ def ingest(items: Iterable[SourceItem], work: str | Path, *, shard_size: int = 1
                 marker = store.marker(name)
                 if marker.get("keys_digest") != digest:
                     raise ValueError(
-                        f"{store.done / (name + '.json')}: the source lists other items for shard {name} than "
-                        "when it was ingested (files added or removed?); ingest into a new work directory")
+                        f"{store.done / (name + '.json')}: the source lists other items for shard {name} "
+                        "than when it was ingested (files added or removed?); "
+                        "ingest into a new work directory"
+                    )
                 seen.update(store.read(name, columns=["source_id"]).column("source_id").to_pylist())
                 continue
             start = time.perf_counter()

@@ -5,6 +5,7 @@ retries with exponential backoff on timeouts, connection errors, HTTP 429 and 5x
 (400, 401, 404, ...) and malformed answers fail at once. Failures come back as :class:`EndpointError`
 values from :meth:`OpenAIChatClient.complete_many`, so one bad request never stops a batch.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,18 @@ class OpenAIChatClient:
         concurrency: requests in flight at once in :meth:`complete_many`.
     """
 
-    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 120.0,
-                 max_retries: int = 3, backoff: float = 1.0, max_backoff: float = 30.0, concurrency: int = 16) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        concurrency: int = 16,
+    ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
         self.url = base_url.rstrip("/") + "/chat/completions"
@@ -68,7 +79,9 @@ class OpenAIChatClient:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, data=json.dumps(payload).encode(), headers=headers, method="POST")
+        request = urllib.request.Request(
+            self.url, data=json.dumps(payload).encode(), headers=headers, method="POST"
+        )
         with urllib.request.urlopen(request, timeout=self.timeout) as response:
             return json.loads(response.read())
 
@@ -88,8 +101,9 @@ class OpenAIChatClient:
                 try:
                     content = answer["choices"][0]["message"]["content"]
                 except (KeyError, IndexError, TypeError):
-                    raise EndpointError("bad_response", f"no choices[0].message.content in {str(answer)[:200]}",
-                                        attempt) from None
+                    raise EndpointError(
+                        "bad_response", f"no choices[0].message.content in {str(answer)[:200]}", attempt
+                    ) from None
                 if not isinstance(content, str):
                     raise EndpointError("bad_response", f"content is {type(content).__name__}", attempt)
                 return content
@@ -118,8 +132,9 @@ class OpenAIChatClient:
         self._count("errors")
         raise EndpointError(kind, detail, self.max_retries + 1)
 
-    def complete_many(self, conversations: Sequence[list[dict[str, Any]]],
-                      params: Sequence[dict[str, Any]] | None = None) -> list[str | EndpointError]:
+    def complete_many(
+        self, conversations: Sequence[list[dict[str, Any]]], params: Sequence[dict[str, Any]] | None = None
+    ) -> list[str | EndpointError]:
         """Complete each conversation, ``concurrency`` at a time; results in input order, failures as
         :class:`EndpointError` values."""
         params = list(params) if params is not None else [{} for _ in conversations]

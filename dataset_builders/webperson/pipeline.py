@@ -4,6 +4,7 @@ Each ``run_*`` reads the done shards of the stage before it, writes its own (see
 returns the stage manifest (``in``, ``kept``, ``rejected`` by reason, ...). All are idempotent and
 resume after a kill; ``selection`` (``--shard i/n``) splits the work across processes or machines.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,52 +29,121 @@ def _name(backend: Any) -> str:
     return str(getattr(backend, "name", type(backend).__name__))
 
 
-def run_detect(work: str | Path, detector: Any, thresholds: DetectionThresholds = DetectionThresholds(), *,
-               selection: ShardSelection = ShardSelection(), batch_size: int = 16, jpeg_quality: int = 95,
-               limits: ImageLimits | None = None, progress: bool = True, max_shards: int | None = None) -> dict[str, Any]:
+def run_detect(
+    work: str | Path,
+    detector: Any,
+    thresholds: DetectionThresholds = DetectionThresholds(),
+    *,
+    selection: ShardSelection = ShardSelection(),
+    batch_size: int = 16,
+    jpeg_quality: int = 95,
+    limits: ImageLimits | None = None,
+    progress: bool = True,
+    max_shards: int | None = None,
+) -> dict[str, Any]:
     """Stage 2: person boxes of the ingested images, kept by ``thresholds``, cropped."""
-    limits = limits or ImageLimits(**{k: v for k, v in StageStore(work, "ingest").settings().items()
-                                      if k in ("min_side", "max_pixels")})
+    limits = limits or ImageLimits(
+        **{k: v for k, v in StageStore(work, "ingest").settings().items() if k in ("min_side", "max_pixels")}
+    )
     settings = {"detector": _name(detector), **thresholds_dict(thresholds), "jpeg_quality": jpeg_quality}
-    process = make_detect_processor(detector, thresholds, jpeg_quality=jpeg_quality, limits=limits,
-                                    batch_size=batch_size)
-    return run_stage(StageStore(work, "ingest"), StageStore(work, "detect"), process, selection=selection,
-                     progress=progress, unit="img", settings=settings, max_shards=max_shards)
+    process = make_detect_processor(
+        detector, thresholds, jpeg_quality=jpeg_quality, limits=limits, batch_size=batch_size
+    )
+    return run_stage(
+        StageStore(work, "ingest"),
+        StageStore(work, "detect"),
+        process,
+        selection=selection,
+        progress=progress,
+        unit="img",
+        settings=settings,
+        max_shards=max_shards,
+    )
 
 
-def run_pose(work: str | Path, estimator: Any, thresholds: PoseThresholds = PoseThresholds(), *,
-             selection: ShardSelection = ShardSelection(), batch_size: int = 32, progress: bool = True,
-             max_shards: int | None = None) -> dict[str, Any]:
+def run_pose(
+    work: str | Path,
+    estimator: Any,
+    thresholds: PoseThresholds = PoseThresholds(),
+    *,
+    selection: ShardSelection = ShardSelection(),
+    batch_size: int = 32,
+    progress: bool = True,
+    max_shards: int | None = None,
+) -> dict[str, Any]:
     """Stage 3: keypoints of each crop; crops failing ``thresholds`` are dropped."""
     settings = {"pose_model": _name(estimator), **vars(thresholds)}
     process = make_pose_processor(estimator, thresholds, batch_size=batch_size)
-    return run_stage(StageStore(work, "detect"), StageStore(work, "pose"), process, selection=selection,
-                     progress=progress, unit="crop", settings=settings, max_shards=max_shards)
+    return run_stage(
+        StageStore(work, "detect"),
+        StageStore(work, "pose"),
+        process,
+        selection=selection,
+        progress=progress,
+        unit="crop",
+        settings=settings,
+        max_shards=max_shards,
+    )
 
 
-def run_caption(work: str | Path, captioners: Sequence[Any], bank: TemplateBank, *, seed: int = 0,
-                max_words: int = 60, batch_size: int = 64, from_stage: str = "pose",
-                selection: ShardSelection = ShardSelection(), progress: bool = True,
-                max_shards: int | None = None) -> dict[str, Any]:
+def run_caption(
+    work: str | Path,
+    captioners: Sequence[Any],
+    bank: TemplateBank,
+    *,
+    seed: int = 0,
+    max_words: int = 60,
+    batch_size: int = 64,
+    from_stage: str = "pose",
+    selection: ShardSelection = ShardSelection(),
+    progress: bool = True,
+    max_shards: int | None = None,
+) -> dict[str, Any]:
     """Stage 5: two captions per crop (``from_stage="detect"`` captions without the pose check)."""
     if from_stage not in ("pose", "detect"):
         raise ValueError(f"--from must be pose or detect, got {from_stage!r}")
-    settings = {"captioners": [_name(c) for c in captioners], "template_bank": bank.tag,
-                "template_bank_sha256": bank.sha256(), "seed": seed, "max_words": max_words,
-                "prompt_version": PROMPT_VERSION, "from_stage": from_stage}
+    settings = {
+        "captioners": [_name(c) for c in captioners],
+        "template_bank": bank.tag,
+        "template_bank_sha256": bank.sha256(),
+        "seed": seed,
+        "max_words": max_words,
+        "prompt_version": PROMPT_VERSION,
+        "from_stage": from_stage,
+    }
     process = make_caption_processor(captioners, bank, seed=seed, max_words=max_words, batch_size=batch_size)
-    return run_stage(StageStore(work, from_stage), StageStore(work, "caption"), process, selection=selection,
-                     progress=progress, unit="crop", settings=settings, max_shards=max_shards)
+    return run_stage(
+        StageStore(work, from_stage),
+        StageStore(work, "caption"),
+        process,
+        selection=selection,
+        progress=progress,
+        unit="crop",
+        settings=settings,
+        max_shards=max_shards,
+    )
 
 
-def run_filter(work: str | Path, caption_filter: CaptionFilter | None = None, *,
-               selection: ShardSelection = ShardSelection(), progress: bool = True,
-               max_shards: int | None = None) -> dict[str, Any]:
+def run_filter(
+    work: str | Path,
+    caption_filter: CaptionFilter | None = None,
+    *,
+    selection: ShardSelection = ShardSelection(),
+    progress: bool = True,
+    max_shards: int | None = None,
+) -> dict[str, Any]:
     """Stage 6: rule-based caption filtering; every rejection is recorded with its reason."""
     caption_filter = caption_filter or CaptionFilter()
-    return run_stage(StageStore(work, "caption"), StageStore(work, "filter"), make_filter_processor(caption_filter),
-                     selection=selection, progress=progress, unit="crop", settings=caption_filter.rules.to_dict(),
-                     max_shards=max_shards)
+    return run_stage(
+        StageStore(work, "caption"),
+        StageStore(work, "filter"),
+        make_filter_processor(caption_filter),
+        selection=selection,
+        progress=progress,
+        unit="crop",
+        settings=caption_filter.rules.to_dict(),
+        max_shards=max_shards,
+    )
 
 
 def stage_status(work: str | Path) -> list[dict[str, Any]]:

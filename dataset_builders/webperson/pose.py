@@ -9,6 +9,7 @@ works):
 - :class:`UltralyticsPoseEstimator` (optional): ultralytics YOLO11-pose (``pip install ultralytics``,
   AGPL-3.0), as in the paper.
 """
+
 from __future__ import annotations
 
 import io
@@ -22,13 +23,37 @@ from PIL import Image
 from .detection import CROP_SCHEMA
 from .stage import ShardOutput
 
-__all__ = ["COCO_KEYPOINTS", "POSE_SCHEMA", "PoseEstimator", "PoseThresholds", "TransformersPoseEstimator",
-           "UltralyticsPoseEstimator", "make_pose_processor", "pose_reason"]
+__all__ = [
+    "COCO_KEYPOINTS",
+    "POSE_SCHEMA",
+    "PoseEstimator",
+    "PoseThresholds",
+    "TransformersPoseEstimator",
+    "UltralyticsPoseEstimator",
+    "make_pose_processor",
+    "pose_reason",
+]
 
 #: COCO-17 keypoint names, in index order (0-4: head, 11-12: hips).
-COCO_KEYPOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-                  "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
-                  "left_knee", "right_knee", "left_ankle", "right_ankle")
+COCO_KEYPOINTS = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
 HEAD = (0, 1, 2, 3, 4)
 HIPS = (11, 12)
 
@@ -84,8 +109,15 @@ class TransformersPoseEstimator:
         device, dtype, batch_size: where and how to run.
     """
 
-    def __init__(self, model: Any, processor: Any = None, *, device: str = "cpu", dtype: Any = None,
-                 batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        model: Any,
+        processor: Any = None,
+        *,
+        device: str = "cpu",
+        dtype: Any = None,
+        batch_size: int = 32,
+    ) -> None:
         import torch
         from transformers import AutoImageProcessor, AutoModelForPoseEstimation
 
@@ -125,11 +157,15 @@ class UltralyticsPoseEstimator:
     """ultralytics YOLO11-pose (e.g. ``yolo11x-pose.pt``) on whole crops; the most confident person
     of each crop counts (no person: all scores 0). Optional extra, AGPL-3.0."""
 
-    def __init__(self, weights: str = "yolo11x-pose.pt", *, device: str | None = None, batch_size: int = 32) -> None:
+    def __init__(
+        self, weights: str = "yolo11x-pose.pt", *, device: str | None = None, batch_size: int = 32
+    ) -> None:
         try:
             from ultralytics import YOLO
         except ImportError:
-            raise ImportError("the ultralytics pose model needs `pip install ultralytics` (AGPL-3.0)") from None
+            raise ImportError(
+                "the ultralytics pose model needs `pip install ultralytics` (AGPL-3.0)"
+            ) from None
         self.name = weights
         self.model = YOLO(weights)
         self.device = device
@@ -152,14 +188,21 @@ def _open_rgb(data: bytes) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-POSE_SCHEMA = pa.schema(list(CROP_SCHEMA) + [
-    pa.field("keypoints", pa.list_(pa.list_(pa.float32(), 3), 17)),
-    pa.field("num_keypoints", pa.int32()),
-])
+POSE_SCHEMA = pa.schema(
+    list(CROP_SCHEMA)
+    + [
+        pa.field("keypoints", pa.list_(pa.list_(pa.float32(), 3), 17)),
+        pa.field("num_keypoints", pa.int32()),
+    ]
+)
 
 
-def make_pose_processor(estimator: Callable[[list[Image.Image]], list[np.ndarray]], thresholds: PoseThresholds,
-                        *, batch_size: int = 32) -> Callable[[str, pa.Table], ShardOutput]:
+def make_pose_processor(
+    estimator: Callable[[list[Image.Image]], list[np.ndarray]],
+    thresholds: PoseThresholds,
+    *,
+    batch_size: int = 32,
+) -> Callable[[str, pa.Table], ShardOutput]:
     """The shard function of the pose stage."""
 
     def process(name: str, table: pa.Table) -> ShardOutput:
@@ -176,7 +219,9 @@ def make_pose_processor(estimator: Callable[[list[Image.Image]], list[np.ndarray
                 poses = estimator(crops)
             except Exception as error:
                 for i in index:
-                    rejects.append({"id": ids[i], "reason": "pose_error", "detail": f"{type(error).__name__}: {error}"})
+                    rejects.append(
+                        {"id": ids[i], "reason": "pose_error", "detail": f"{type(error).__name__}: {error}"}
+                    )
                 continue
             for i, pose in zip(index, poses):
                 pose = np.asarray(pose, dtype=np.float32).reshape(17, 3)
@@ -188,7 +233,9 @@ def make_pose_processor(estimator: Callable[[list[Image.Image]], list[np.ndarray
                 keypoints.append(pose.tolist())
                 counts.append(visible)
         kept = table.take(keep) if keep else table.slice(0, 0)
-        kept = kept.append_column(POSE_SCHEMA.field("keypoints"), pa.array(keypoints, POSE_SCHEMA.field("keypoints").type))
+        kept = kept.append_column(
+            POSE_SCHEMA.field("keypoints"), pa.array(keypoints, POSE_SCHEMA.field("keypoints").type)
+        )
         kept = kept.append_column(POSE_SCHEMA.field("num_keypoints"), pa.array(counts, pa.int32()))
         return ShardOutput(kept.cast(POSE_SCHEMA), rejects, table.num_rows)
 

@@ -4,6 +4,7 @@
 ``TEMPLATE_INSTRUCTION`` asks an instruct LLM to turn a human benchmark caption into a template
 (SPEC section 9.4). Both are ``str.format`` strings.
 """
+
 from __future__ import annotations
 
 __all__ = ["CAPTION_INSTRUCTION", "PLACEHOLDERS", "PROMPT_VERSION", "TEMPLATE_INSTRUCTION", "caption_prompt"]
@@ -13,15 +14,29 @@ PROMPT_VERSION = "v1"
 
 #: The attribute placeholders templates may use.
 PLACEHOLDERS = (
-    "[He/She]", "[His/Her]", "[gender]", "[age]", "[hairstyle]", "[hair color]", "[headwear]", "[glasses]",
-    "[colored top]", "[colored outerwear]", "[colored bottom]", "[colored dress]", "[footwear]",
-    "[accessory]", "[bag]", "[action]",
+    "[He/She]",
+    "[His/Her]",
+    "[gender]",
+    "[age]",
+    "[hairstyle]",
+    "[hair color]",
+    "[headwear]",
+    "[glasses]",
+    "[colored top]",
+    "[colored outerwear]",
+    "[colored bottom]",
+    "[colored dress]",
+    "[footwear]",
+    "[accessory]",
+    "[bag]",
+    "[action]",
 )
 
 CAPTION_INSTRUCTION = """\
 Write one concise caption of the pedestrian in this image.
 Describe only the dominant attributes of the person: gender, clothing (top, bottom, outerwear), footwear, \
-head (hair, headwear), accessories (bags, glasses, scarves and the like) and action, giving the colour of each part.
+head (hair, headwear), accessories (bags, glasses, scarves and the like) and action, giving the colour of \
+each part.
 Use a vague colour word (such as dark, light or pale) only when you are unsure of a colour. Say a generic \
 "top" or "bottom" only when the garment type is unclear.
 Do not describe the background, the surroundings or other people.

@@ -3,6 +3,7 @@
 The repository then loads with ``datasets.load_dataset("ORG/NAME")`` (parquet shards + README with
 YAML ``configs``). Only the card, the parquet shards and the card's figures are uploaded.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,9 +34,17 @@ def check_export(folder: str | Path) -> list[Path]:
     return shards
 
 
-def publish(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False,
-            revision: str | None = None, commit_message: str | None = None, large: bool = False,
-            api: Any = None) -> Any:
+def publish(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    large: bool = False,
+    api: Any = None,
+) -> Any:
     """Create (if needed) the data set repository ``repo_id`` and upload the export ``folder``.
 
     Args:
@@ -54,8 +63,19 @@ def publish(folder: str | Path, repo_id: str, *, token: str | None = None, priva
         api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     if large:
-        return api.upload_large_folder(repo_id=repo_id, folder_path=str(folder), repo_type="dataset",
-                                       revision=revision, allow_patterns=UPLOAD_PATTERNS)
+        return api.upload_large_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            repo_type="dataset",
+            revision=revision,
+            allow_patterns=UPLOAD_PATTERNS,
+        )
     message = commit_message or f"Upload WebPerson export ({len(shards)} parquet shards)"
-    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="dataset", revision=revision,
-                             commit_message=message, allow_patterns=UPLOAD_PATTERNS)
+    return api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        repo_type="dataset",
+        revision=revision,
+        commit_message=message,
+        allow_patterns=UPLOAD_PATTERNS,
+    )

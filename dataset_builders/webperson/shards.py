@@ -16,6 +16,7 @@ is incomplete either. Shard names are carried from stage
 to stage (detect shard 00007 holds the crops of ingest shard 00007), so ``--shard i/n`` splits every
 stage the same way across machines that share the work directory.
 """
+
 from __future__ import annotations
 
 import json
@@ -108,7 +109,8 @@ class StageStore:
                 keys = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
                 raise ValueError(
                     f"{path}: stage {self.stage!r} already has done shards made with other settings "
-                    f"(differing: {', '.join(keys)}); use a new work directory or the same settings")
+                    f"(differing: {', '.join(keys)}); use a new work directory or the same settings"
+                )
         atomic_write_bytes(path, (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode())
 
     def settings(self) -> dict[str, Any]:
@@ -135,8 +137,9 @@ class StageStore:
             raise FileNotFoundError(f"{path}: shard {name} of stage {self.stage!r} is missing")
         return pq.read_table(path, columns=columns)
 
-    def commit(self, name: str, table: pa.Table, rejects: Iterable[Mapping[str, Any]],
-               counts: Mapping[str, Any]) -> None:
+    def commit(
+        self, name: str, table: pa.Table, rejects: Iterable[Mapping[str, Any]], counts: Mapping[str, Any]
+    ) -> None:
         """Store the kept ``table`` and the ``rejects`` of shard ``name``, then its done marker."""
         tmp = self.shards / f".{name}.parquet.tmp{os.getpid()}"
         # no dictionary encoding: the columns that matter are unique image bytes (3x faster writes)
@@ -148,7 +151,9 @@ class StageStore:
         marker = dict(counts)
         marker["shard"] = name
         marker["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        atomic_write_bytes(self.done / f"{name}.json", (json.dumps(marker, sort_keys=True) + "\n").encode(), sync=True)
+        atomic_write_bytes(
+            self.done / f"{name}.json", (json.dumps(marker, sort_keys=True) + "\n").encode(), sync=True
+        )
 
     def marker(self, name: str) -> dict[str, Any]:
         return json.loads((self.done / f"{name}.json").read_text())
@@ -160,7 +165,8 @@ class StageStore:
 
     # ----- manifest ---------------------------------------------------------------------------------
     def totals(self) -> dict[str, Any]:
-        """Counts summed over the done shards: ``{"shards", "in", "kept", "rejected": {reason: n}, "extra": {...}}``."""
+        """Counts summed over the done shards:
+        ``{"shards", "in", "kept", "rejected": {reason: n}, "extra": {...}}``."""
         total_in = kept = 0
         rejected: Counter = Counter()
         extra: Counter = Counter()
@@ -171,8 +177,14 @@ class StageStore:
             kept += marker.get("kept", 0)
             rejected.update(marker.get("rejected", {}))
             extra.update(marker.get("extra", {}))
-        return {"stage": self.stage, "shards": len(names), "in": total_in, "kept": kept,
-                "rejected": dict(sorted(rejected.items())), "extra": dict(sorted(extra.items()))}
+        return {
+            "stage": self.stage,
+            "shards": len(names),
+            "in": total_in,
+            "kept": kept,
+            "rejected": dict(sorted(rejected.items())),
+            "extra": dict(sorted(extra.items())),
+        }
 
     def write_manifest(self) -> dict[str, Any]:
         """Rewrite ``manifest.json`` from the done markers and return it."""

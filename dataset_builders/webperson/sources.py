@@ -6,9 +6,9 @@ project does not install) through :func:`download_with_img2dataset`, which write
 :func:`tar_source` reads; :func:`url_source` is a small built-in downloader (threads, timeouts, retries)
 for short lists and tests.
 """
+
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 import time
@@ -20,8 +20,18 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import pyarrow.parquet as pq
 
-__all__ = ["IMAGE_EXTENSIONS", "DownloadError", "SourceItem", "dataset_source", "download_with_img2dataset",
-           "folder_source", "open_source", "parquet_source", "tar_source", "url_source"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DownloadError",
+    "SourceItem",
+    "dataset_source",
+    "download_with_img2dataset",
+    "folder_source",
+    "open_source",
+    "parquet_source",
+    "tar_source",
+    "url_source",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -51,6 +61,7 @@ def _constant(data: bytes) -> Callable[[], bytes]:
 def _failing(reason: str, detail: str) -> Callable[[], bytes]:
     def load() -> bytes:
         raise DownloadError(reason, detail)
+
     return load
 
 
@@ -60,6 +71,7 @@ def _read_file(path: Path) -> Callable[[], bytes]:
             return path.read_bytes()
         except OSError as error:
             raise DownloadError("unreadable", f"{path}: {error}") from None
+
     return load
 
 
@@ -90,6 +102,7 @@ def _expand(patterns: Sequence[str | Path], suffixes: tuple[str, ...]) -> list[P
 
 def _glob(pattern: str) -> list[str]:
     import glob
+
     return glob.glob(pattern, recursive=True)
 
 
@@ -104,6 +117,7 @@ def _read_range(path: Path, offset: int, size: int) -> Callable[[], bytes]:
         if len(data) != size:
             raise DownloadError("unreadable", f"{path}: member at byte {offset} is cut short")
         return data
+
     return load
 
 
@@ -160,8 +174,9 @@ def _cell_bytes(cell: Any) -> bytes:
     return cell or b""
 
 
-def parquet_source(patterns: Sequence[str | Path], image_column: str = "image",
-                   url_column: str | None = "url") -> Iterator[SourceItem]:
+def parquet_source(
+    patterns: Sequence[str | Path], image_column: str = "image", url_column: str | None = "url"
+) -> Iterator[SourceItem]:
     """Rows of parquet files; ``image_column`` holds bytes or a ``{"bytes", "path"}`` struct (the
     ``datasets`` Image layout); ``url_column`` (optional) the URL."""
     for path in _expand(patterns, (".parquet",)):
@@ -183,8 +198,9 @@ def parquet_source(patterns: Sequence[str | Path], image_column: str = "image",
                 row += 1
 
 
-def dataset_source(name_or_path: str, split: str = "train", image_column: str = "image",
-                   url_column: str | None = "url") -> Iterator[SourceItem]:
+def dataset_source(
+    name_or_path: str, split: str = "train", image_column: str = "image", url_column: str | None = "url"
+) -> Iterator[SourceItem]:
     """Rows of a ``datasets`` data set: a folder saved with ``save_to_disk``, or anything
     ``load_dataset`` takes (a local folder or a hub id in the local cache)."""
     import datasets
@@ -201,8 +217,11 @@ def dataset_source(name_or_path: str, split: str = "train", image_column: str = 
         ds = ds.cast_column(image_column, datasets.Image(decode=False))
     has_url = bool(url_column) and url_column in ds.column_names
     for index, row in enumerate(ds.select_columns([image_column] + ([url_column] if has_url else []))):
-        yield SourceItem(f"{split}:{index}", str(row[url_column] or "") if has_url else "",
-                         _constant(_cell_bytes(row[image_column])))
+        yield SourceItem(
+            f"{split}:{index}",
+            str(row[url_column] or "") if has_url else "",
+            _constant(_cell_bytes(row[image_column])),
+        )
 
 
 def _fetch(url: str, timeout: float, retries: int, user_agent: str) -> bytes:
@@ -221,12 +240,13 @@ def _fetch(url: str, timeout: float, retries: int, user_agent: str) -> bytes:
             if isinstance(error, ValueError):
                 break
         if attempt < retries:
-            time.sleep(min(2.0, 0.2 * 2 ** attempt))
+            time.sleep(min(2.0, 0.2 * 2**attempt))
     raise DownloadError("download_failed", f"{url}: {last}")
 
 
-def url_source(url_file: str | Path, timeout: float = 10.0, retries: int = 1,
-               user_agent: str = "webperson-curation/0.1") -> Iterator[SourceItem]:
+def url_source(
+    url_file: str | Path, timeout: float = 10.0, retries: int = 1, user_agent: str = "webperson-curation/0.1"
+) -> Iterator[SourceItem]:
     """URLs of a text file (one per line; ``#`` comments and blank lines skipped), fetched lazily
     (the ingest stage fetches a shard's URLs with a thread pool). Failures become ``download_failed``."""
     path = Path(url_file)
@@ -234,12 +254,14 @@ def url_source(url_file: str | Path, timeout: float = 10.0, retries: int = 1,
         url = line.strip()
         if not url or url.startswith("#"):
             continue
-        yield SourceItem(f"{path.name}:{number}", url,
-                         lambda url=url: _fetch(url, timeout, retries, user_agent))
+        yield SourceItem(
+            f"{path.name}:{number}", url, lambda url=url: _fetch(url, timeout, retries, user_agent)
+        )
 
 
-def download_with_img2dataset(url_file: str | Path, output_folder: str | Path, *, processes: int = 8,
-                              threads: int = 64, **options: Any) -> list[Path]:
+def download_with_img2dataset(
+    url_file: str | Path, output_folder: str | Path, *, processes: int = 8, threads: int = 64, **options: Any
+) -> list[Path]:
     """Download a URL list with img2dataset (WebDataset output, original image size kept) and return
     the written tars; feed them to :func:`tar_source`. img2dataset is an optional extra.
 
@@ -249,11 +271,20 @@ def download_with_img2dataset(url_file: str | Path, output_folder: str | Path, *
     try:
         from img2dataset import download
     except ImportError:
-        raise ImportError("URL lists at scale need img2dataset: pip install img2dataset "
-                          "(or use the built-in downloader for short lists: --downloader builtin)") from None
+        raise ImportError(
+            "URL lists at scale need img2dataset: pip install img2dataset "
+            "(or use the built-in downloader for short lists: --downloader builtin)"
+        ) from None
     out = Path(output_folder)
-    download(url_list=str(url_file), output_folder=str(out), output_format="webdataset",
-             resize_mode="no", processes_count=processes, thread_count=threads, **options)
+    download(
+        url_list=str(url_file),
+        output_folder=str(out),
+        output_format="webdataset",
+        resize_mode="no",
+        processes_count=processes,
+        thread_count=threads,
+        **options,
+    )
     return sorted(out.glob("*.tar"))
 
 
@@ -266,10 +297,16 @@ def open_source(kind: str, location: Sequence[str], **options: Any) -> Iterable[
     if kind == "tar":
         return tar_source(location)
     if kind == "parquet":
-        return parquet_source(location, options.get("image_column", "image"), options.get("url_column", "url"))
+        return parquet_source(
+            location, options.get("image_column", "image"), options.get("url_column", "url")
+        )
     if kind == "dataset":
-        return dataset_source(location[0], options.get("split", "train"), options.get("image_column", "image"),
-                              options.get("url_column", "url"))
+        return dataset_source(
+            location[0],
+            options.get("split", "train"),
+            options.get("image_column", "image"),
+            options.get("url_column", "url"),
+        )
     if kind == "urls":
         if options.get("downloader", "builtin") == "img2dataset":
             tars = download_with_img2dataset(location[0], options["download_dir"])

@@ -1,4 +1,5 @@
 """Running a stage over the done shards of the stage before it, with progress and a summary table."""
+
 from __future__ import annotations
 
 import time
@@ -31,15 +32,27 @@ class ShardOutput:
     extra: dict[str, int] = field(default_factory=dict)
 
     def counts(self, seconds: float) -> dict[str, Any]:
-        return {"in": self.items_in, "kept": self.table.num_rows,
-                "rejected": dict(Counter(r["reason"] for r in self.rejects)),
-                "extra": self.extra, "seconds": round(seconds, 3)}
+        return {
+            "in": self.items_in,
+            "kept": self.table.num_rows,
+            "rejected": dict(Counter(r["reason"] for r in self.rejects)),
+            "extra": self.extra,
+            "seconds": round(seconds, 3),
+        }
 
 
-def run_stage(source: StageStore, target: StageStore, process: Callable[[str, pa.Table], ShardOutput], *,
-              selection: ShardSelection = ShardSelection(), progress: bool = True, unit: str = "item",
-              settings: Mapping[str, Any] | None = None, input_columns: list[str] | None = None,
-              max_shards: int | None = None) -> dict[str, Any]:
+def run_stage(
+    source: StageStore,
+    target: StageStore,
+    process: Callable[[str, pa.Table], ShardOutput],
+    *,
+    selection: ShardSelection = ShardSelection(),
+    progress: bool = True,
+    unit: str = "item",
+    settings: Mapping[str, Any] | None = None,
+    input_columns: list[str] | None = None,
+    max_shards: int | None = None,
+) -> dict[str, Any]:
     """Apply ``process`` to every done shard of ``source`` that this worker takes and ``target`` has not
     done yet; commit each result; return the target's manifest (totals over all its done shards).
 
@@ -80,7 +93,9 @@ def format_summary(manifest: Mapping[str, Any]) -> str:
     rows += [(f"rejected: {reason}", n) for reason, n in manifest.get("rejected", {}).items()]
     rows += [(f"note: {key}", n) for key, n in manifest.get("extra", {}).items()]
     width = max(len(label) for label, _ in rows)
-    lines = [f"== {manifest.get('stage', '?')}: {manifest.get('shards', 0)} shards done"
-             f" ({manifest.get('processed_now', 0)} now)"]
+    lines = [
+        f"== {manifest.get('stage', '?')}: {manifest.get('shards', 0)} shards done"
+        f" ({manifest.get('processed_now', 0)} now)"
+    ]
     lines += [f"  {label:<{width}}  {n:>10,}" for label, n in rows]
     return "\n".join(lines)

@@ -5,6 +5,7 @@ A bank file ``NAME_vN.json`` holds ``{"name", "version", "sha256", "meta", "temp
 ``templates/default_v1.json`` (64 templates written and reviewed for this project) so that captioning
 runs without the LLM extraction step; :mod:`template_mining` builds larger banks.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,8 +58,10 @@ class TemplateBank:
         for template in self.templates:
             unknown = [p for p in find_placeholders(template.text) if p not in PLACEHOLDERS]
             if unknown:
-                raise ValueError(f"template {template.id} uses unknown placeholder(s) {unknown}; "
-                                 f"known: {list(PLACEHOLDERS)}")
+                raise ValueError(
+                    f"template {template.id} uses unknown placeholder(s) {unknown}; "
+                    f"known: {list(PLACEHOLDERS)}"
+                )
             if not find_placeholders(template.text):
                 raise ValueError(f"template {template.id} has no placeholder: {template.text!r}")
 
@@ -76,16 +79,26 @@ class TemplateBank:
         return self.templates[rng.randrange(len(self.templates))]
 
     @classmethod
-    def from_texts(cls, name: str, version: int, texts: Sequence[str], meta: dict[str, Any] | None = None
-                   ) -> "TemplateBank":
+    def from_texts(
+        cls, name: str, version: int, texts: Sequence[str], meta: dict[str, Any] | None = None
+    ) -> "TemplateBank":
         """A bank of ``texts`` with ids ``NAME_vN/000`` ..."""
         width = max(3, len(str(len(texts) - 1)))
-        return cls(name, version, [Template(f"{name}_v{version}/{i:0{width}d}", t) for i, t in enumerate(texts)],
-                   dict(meta or {}))
+        return cls(
+            name,
+            version,
+            [Template(f"{name}_v{version}/{i:0{width}d}", t) for i, t in enumerate(texts)],
+            dict(meta or {}),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "sha256": self.sha256(), "meta": self.meta,
-                "templates": [{"id": t.id, "text": t.text} for t in self.templates]}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "sha256": self.sha256(),
+            "meta": self.meta,
+            "templates": [{"id": t.id, "text": t.text} for t in self.templates],
+        }
 
 
 def save_bank(bank: TemplateBank, folder: str | Path) -> Path:
@@ -98,7 +111,9 @@ def save_bank(bank: TemplateBank, folder: str | Path) -> Path:
     if path.is_file():
         old = json.loads(path.read_text())
         if old.get("sha256") != bank.sha256():
-            raise FileExistsError(f"{path} exists with other templates: write version {bank.version + 1} instead")
+            raise FileExistsError(
+                f"{path} exists with other templates: write version {bank.version + 1} instead"
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(bank.to_dict(), indent=2, ensure_ascii=False) + "\n")
     return path
@@ -115,14 +130,22 @@ def load_bank(name_or_path: str | Path = DEFAULT_BANK) -> TemplateBank:
         shipped = _FOLDER / f"{name_or_path}.json"
         if not shipped.is_file():
             names = sorted(p.stem for p in _FOLDER.glob("*.json"))
-            raise FileNotFoundError(f"template bank {name_or_path!r}: no such file, nor a shipped bank ({names})")
+            raise FileNotFoundError(
+                f"template bank {name_or_path!r}: no such file, nor a shipped bank ({names})"
+            )
         path = shipped
     try:
         data = json.loads(path.read_text())
-        bank = TemplateBank(str(data["name"]), int(data["version"]),
-                            [Template(str(t["id"]), str(t["text"])) for t in data["templates"]], data.get("meta", {}))
+        bank = TemplateBank(
+            str(data["name"]),
+            int(data["version"]),
+            [Template(str(t["id"]), str(t["text"])) for t in data["templates"]],
+            data.get("meta", {}),
+        )
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path}: not a template bank ({error})") from None
     if data.get("sha256") and data["sha256"] != bank.sha256():
-        raise ValueError(f"{path}: templates do not match the recorded sha256 (edited by hand? bump the version)")
+        raise ValueError(
+            f"{path}: templates do not match the recorded sha256 (edited by hand? bump the version)"
+        )
     return bank

@@ -12,6 +12,7 @@
 The paper's further rounds (the LLM writes more templates; a bias review leaves 1,000) are human work
 around these tools.
 """
+
 from __future__ import annotations
 
 import random
@@ -24,8 +25,14 @@ from .openai_client import EndpointError, OpenAIChatClient
 from .prompts import PLACEHOLDERS, template_prompt
 from .template_bank import find_placeholders
 
-__all__ = ["CLIPTextEmbedder", "SentenceTransformerEmbedder", "endpoint_generator", "extract_templates",
-           "parse_template", "select_templates"]
+__all__ = [
+    "CLIPTextEmbedder",
+    "SentenceTransformerEmbedder",
+    "endpoint_generator",
+    "extract_templates",
+    "parse_template",
+    "select_templates",
+]
 
 
 def parse_template(answer: str) -> tuple[str | None, str]:
@@ -44,8 +51,9 @@ def parse_template(answer: str) -> tuple[str | None, str]:
     return " ".join(text.split()), ""
 
 
-def extract_templates(captions: Sequence[str], generate: Callable[[list[str]], list[Any]], *,
-                      batch_size: int = 64) -> tuple[list[str], dict[str, int]]:
+def extract_templates(
+    captions: Sequence[str], generate: Callable[[list[str]], list[Any]], *, batch_size: int = 64
+) -> tuple[list[str], dict[str, int]]:
     """Templates from ``captions`` (distinct, in first-seen order) and counts of dropped answers by
     reason (``empty``, ``no_placeholder``, ``unknown_placeholder``, ``duplicate``, ``llm_error``)."""
     templates: list[str] = []
@@ -69,13 +77,16 @@ def extract_templates(captions: Sequence[str], generate: Callable[[list[str]], l
     return templates, dropped
 
 
-def endpoint_generator(client: OpenAIChatClient, *, temperature: float = 0.0,
-                       max_tokens: int = 128) -> Callable[[list[str]], list[str | EndpointError]]:
+def endpoint_generator(
+    client: OpenAIChatClient, *, temperature: float = 0.0, max_tokens: int = 128
+) -> Callable[[list[str]], list[str | EndpointError]]:
     """A ``generate(prompts)`` over an OpenAI-compatible endpoint (failures come back as errors)."""
 
     def generate(prompts: list[str]) -> list[str | EndpointError]:
         conversations = [[{"role": "user", "content": p}] for p in prompts]
-        return client.complete_many(conversations, [{"temperature": temperature, "max_tokens": max_tokens}] * len(prompts))
+        return client.complete_many(
+            conversations, [{"temperature": temperature, "max_tokens": max_tokens}] * len(prompts)
+        )
 
     return generate
 
@@ -88,7 +99,9 @@ class CLIPTextEmbedder:
         tokenizer: its tokenizer (``AutoTokenizer`` from ``model`` when omitted).
     """
 
-    def __init__(self, model: Any, tokenizer: Any = None, *, device: str = "cpu", batch_size: int = 256) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any = None, *, device: str = "cpu", batch_size: int = 256
+    ) -> None:
         import torch
         from transformers import AutoTokenizer, CLIPTextModelWithProjection
 
@@ -106,8 +119,12 @@ class CLIPTextEmbedder:
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         chunks = []
         for start in range(0, len(texts), self.batch_size):
-            inputs = self.tokenizer(list(texts[start:start + self.batch_size]), padding=True, truncation=True,
-                                    return_tensors="pt").to(self.device)
+            inputs = self.tokenizer(
+                list(texts[start:start + self.batch_size]),
+                padding=True,
+                truncation=True,
+                return_tensors="pt",
+            ).to(self.device)
             with self._torch.inference_mode():
                 embeds = self.model(**inputs).text_embeds.float()
             chunks.append(self._torch.nn.functional.normalize(embeds, dim=-1).cpu().numpy())
@@ -115,22 +132,27 @@ class CLIPTextEmbedder:
 
 
 class SentenceTransformerEmbedder:
-    """Embeddings from a sentence-transformers model (optional extra: ``pip install sentence-transformers``)."""
+    """Embeddings from a sentence-transformers model (optional: ``pip install sentence-transformers``)."""
 
     def __init__(self, model: str, *, device: str | None = None, batch_size: int = 256) -> None:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
-            raise ImportError("this embedder needs `pip install sentence-transformers`; or use a CLIP text tower") from None
+            raise ImportError(
+                "this embedder needs `pip install sentence-transformers`; or use a CLIP text tower"
+            ) from None
         self.model = SentenceTransformer(model, device=device)
         self.batch_size = batch_size
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True))
+        return np.asarray(
+            self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True)
+        )
 
 
-def select_templates(embeddings: np.ndarray, clusters: int, *, per_cluster_random: int = 5,
-                     seed: int = 0) -> tuple[list[int], list[int]]:
+def select_templates(
+    embeddings: np.ndarray, clusters: int, *, per_cluster_random: int = 5, seed: int = 0
+) -> tuple[list[int], list[int]]:
     """k-means over ``embeddings``; from each cluster the member nearest its centroid plus up to
     ``per_cluster_random`` random other members. Returns the selected indices (sorted) and the cluster
     label of every input."""

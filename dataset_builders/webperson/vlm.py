@@ -12,6 +12,7 @@ crops are JPEG bytes. Backends:
 
 Errors of one item (an endpoint failure) come back as a :class:`CaptionResult` with ``error`` set.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,8 +24,16 @@ from PIL import Image
 
 from .openai_client import EndpointError, OpenAIChatClient
 
-__all__ = ["CaptionResult", "Captioner", "OpenAICaptioner", "TransformersCaptioner", "VLLMCaptioner",
-           "TransformersTextGenerator", "image_message", "jpeg_data_url"]
+__all__ = [
+    "CaptionResult",
+    "Captioner",
+    "OpenAICaptioner",
+    "TransformersCaptioner",
+    "VLLMCaptioner",
+    "TransformersTextGenerator",
+    "image_message",
+    "jpeg_data_url",
+]
 
 
 @dataclass(frozen=True)
@@ -48,8 +57,11 @@ def jpeg_data_url(data: bytes) -> str:
 
 def image_message(image: Any, prompt: str) -> list[dict[str, Any]]:
     """A one-turn user conversation with an image (a PIL image or an image URL) and a text."""
-    part = ({"type": "image_url", "image_url": {"url": image}} if isinstance(image, str)
-            else {"type": "image", "image": image})
+    part = (
+        {"type": "image_url", "image_url": {"url": image}}
+        if isinstance(image, str)
+        else {"type": "image", "image": image}
+    )
     return [{"role": "user", "content": [part, {"type": "text", "text": prompt}]}]
 
 
@@ -62,8 +74,15 @@ class OpenAICaptioner:
             ``seed`` field (vLLM honours it), so reruns draw the same samples.
     """
 
-    def __init__(self, client: OpenAIChatClient, *, temperature: float = 0.7, top_p: float = 0.9,
-                 max_tokens: int = 128, name: str | None = None) -> None:
+    def __init__(
+        self,
+        client: OpenAIChatClient,
+        *,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        max_tokens: int = 128,
+        name: str | None = None,
+    ) -> None:
         self.client = client
         self.params = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
         self.name = name or f"openai:{client.model}"
@@ -95,9 +114,20 @@ class TransformersCaptioner:
             seeds torch with its first item's seed, so a rerun of a shard reproduces its captions.
     """
 
-    def __init__(self, model: Any, processor: Any = None, *, device: str = "cpu", dtype: Any = None,
-                 batch_size: int = 8, max_new_tokens: int = 96, do_sample: bool = False,
-                 temperature: float = 0.7, top_p: float = 0.9, name: str | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        processor: Any = None,
+        *,
+        device: str = "cpu",
+        dtype: Any = None,
+        batch_size: int = 8,
+        max_new_tokens: int = 96,
+        do_sample: bool = False,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        name: str | None = None,
+    ) -> None:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -129,12 +159,17 @@ class TransformersCaptioner:
             batch_prompts = prompts[start:start + self.batch_size]
             conversations = [image_message(im, p) for im, p in zip(images, batch_prompts)]
             inputs = self.processor.apply_chat_template(
-                conversations, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
-                processor_kwargs={"padding": True}).to(self.device)
+                conversations,
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+                processor_kwargs={"padding": True},
+            ).to(self.device)
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
             if self.generate_kwargs["do_sample"]:
-                self._torch.manual_seed(int(seeds[start]) % 2 ** 63)
+                self._torch.manual_seed(int(seeds[start]) % 2**63)
             with self._torch.inference_mode():
                 generated = self.model.generate(**inputs, **self.generate_kwargs)
             new_tokens = generated[:, inputs["input_ids"].shape[1]:]
@@ -150,13 +185,23 @@ class VLLMCaptioner:
     ``tensor_parallel_size=2``, ``max_model_len=4096``, ``limit_mm_per_prompt={"image": 1}``).
     """
 
-    def __init__(self, model: str, *, temperature: float = 0.7, top_p: float = 0.9, max_tokens: int = 128,
-                 name: str | None = None, **engine_args: Any) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        max_tokens: int = 128,
+        name: str | None = None,
+        **engine_args: Any,
+    ) -> None:
         try:
             from vllm import LLM, SamplingParams
         except ImportError:
-            raise ImportError("the vllm captioner needs `pip install vllm` (GPU); or serve the model with "
-                              "`vllm serve` and use the openai backend") from None
+            raise ImportError(
+                "the vllm captioner needs `pip install vllm` (GPU); or serve the model with "
+                "`vllm serve` and use the openai backend"
+            ) from None
         self.llm = LLM(model=model, **engine_args)
         self._sampling = SamplingParams
         self.params = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
@@ -164,7 +209,7 @@ class VLLMCaptioner:
 
     def caption(self, crops: list[bytes], prompts: list[str], seeds: list[int]) -> list[CaptionResult]:
         conversations = [image_message(jpeg_data_url(c), p) for c, p in zip(crops, prompts)]
-        sampling = [self._sampling(seed=int(s) % 2 ** 31, **self.params) for s in seeds]
+        sampling = [self._sampling(seed=int(s) % 2**31, **self.params) for s in seeds]
         try:
             outputs = self.llm.chat(conversations, sampling_params=sampling, use_tqdm=False)
         except Exception as error:  # an engine failure costs this batch, not the run
@@ -178,8 +223,16 @@ class TransformersTextGenerator:
     ``generate(prompts) -> list[str]``, greedy by default, batched with left padding.
     """
 
-    def __init__(self, model: Any, tokenizer: Any = None, *, device: str = "cpu", dtype: Any = None,
-                 batch_size: int = 8, max_new_tokens: int = 96) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        *,
+        device: str = "cpu",
+        dtype: Any = None,
+        batch_size: int = 8,
+        max_new_tokens: int = 96,
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -200,11 +253,21 @@ class TransformersTextGenerator:
         out: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
             chats = [[{"role": "user", "content": p}] for p in prompts[start:start + self.batch_size]]
-            inputs = self.tokenizer.apply_chat_template(chats, add_generation_prompt=True, tokenize=True,
-                                                        return_dict=True, return_tensors="pt", padding=True)
+            inputs = self.tokenizer.apply_chat_template(
+                chats,
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+                padding=True,
+            )
             inputs = inputs.to(self.device)
             with self._torch.inference_mode():
                 generated = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-            out += [t.strip() for t in self.tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1]:],
-                                                                   skip_special_tokens=True)]
+            out += [
+                t.strip()
+                for t in self.tokenizer.batch_decode(
+                    generated[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True
+                )
+            ]
         return out
