@@ -29,18 +29,46 @@ def tiny_model(tiny_gadms_dir):
     return load_model_and_processor(tiny_gadms_dir)
 
 
+def _tensor(output):
+    return output if isinstance(output, torch.Tensor) else output.pooler_output  # transformers' CLIPModel
+
+
 def reference_embeddings(model, processor, view):
     """Embed one item at a time, straight through the model API (no batching, no helpers)."""
     with torch.no_grad():
         images = []
         for path in view.image_files():
             pixels = processor(images=[Image.open(path)], return_tensors="pt")["pixel_values"]
-            images.append(model.get_image_features(pixel_values=pixels))
+            images.append(_tensor(model.get_image_features(pixel_values=pixels)))
         texts = []
         for caption in view.captions:
             enc = processor(text=[caption], return_tensors="pt")
-            texts.append(model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]))
+            out = model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+            texts.append(_tensor(out))
     return torch.cat(images), torch.cat(texts)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory, tiny_tokenizer):
+    """A plain transformers CLIPModel + CLIPProcessor (no GA-DMS code): the zero-shot case."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+            num_attention_heads=2, max_position_embeddings=77, eos_token_id=tiny_tokenizer.eos_token_id,
+            bos_token_id=tiny_tokenizer.bos_token_id, pad_token_id=0,
+        ),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=16),
+        projection_dim=16,
+    )  # fmt: skip
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    path = tmp_path_factory.mktemp("tiny_clip")
+    CLIPModel(config).eval().save_pretrained(path)
+    CLIPProcessor(image_processor=image_processor, tokenizer=tiny_tokenizer).save_pretrained(path)
+    return path
 
 
 def test_embedding_helpers_match_one_by_one(tmp_path, tiny_model):
@@ -120,6 +148,23 @@ def test_cli_in_process_options(tmp_path, tiny_gadms_dir, capsys):
     assert entry["num_images"] == entry["num_captions"]  # ICFG-PEDES: one caption per image
     assert json.loads((tmp_path / "r.json").read_text())["precision"] == "bf16"
     assert "ICFG-PEDES" in capsys.readouterr().out
+
+
+def test_zero_shot_plain_clip_is_the_same_command(tmp_path, tiny_clip_dir):
+    from evaluation.evaluate_retrieval import main
+
+    write_benchmark(tmp_path, "ufine6926", LAYOUT)
+    report = main(
+        ["--model", str(tiny_clip_dir), "--benchmark", "ufine6926", "--data-root", str(tmp_path),
+         "--output", str(tmp_path / "zs.json"), "--no-progress", "--batch-size", "2"]
+    )  # fmt: skip
+    model, processor = load_model_and_processor(tiny_clip_dir)
+    view = load_retrieval_split("ufine6926", tmp_path)
+    images, texts = reference_embeddings(model, processor, view)
+    expected = bidirectional_retrieval_metrics(texts, images, view.query_ids, view.gallery_ids)
+    for task in ("t2i", "i2t"):
+        for metric, value in expected[task].items():
+            assert report["results"]["ufine6926"][task][metric] == pytest.approx(value, abs=1e-6)
 
 
 def test_cli_errors(tmp_path, tiny_gadms_dir):

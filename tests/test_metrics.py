@@ -173,6 +173,18 @@ def test_sort_path_matches_reference(problem):
     assert_metrics_close(got, reference_metrics(sims, query_ids, gallery_ids, ks))
 
 
+@settings(max_examples=60, deadline=None)
+@given(retrieval_problems())
+def test_tiny_scratch_buffers_match_reference(problem):
+    sims, query_ids, gallery_ids, ks, chunk = problem
+    # scratch space smaller than a row: comparisons run in row and column blocks
+    with mock.patch.object(retrieval_module, "_WORK_ELEMENTS", 5), mock.patch.object(
+        retrieval_module, "_SORT_ELEMENTS", 3
+    ), mock.patch.object(retrieval_module, "SORT_THRESHOLD", 2):
+        got = retrieval_metrics_from_similarity(torch.from_numpy(sims), query_ids, gallery_ids, ks, chunk_size=chunk)
+    assert_metrics_close(got, reference_metrics(sims, query_ids, gallery_ids, ks))
+
+
 def test_queries_with_many_positives_use_sort_path_correctly():
     gen = np.random.default_rng(0)
     n_gallery = 300

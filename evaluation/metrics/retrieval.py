@@ -48,8 +48,10 @@ __all__ = [
 SORT_THRESHOLD = 64
 # Work-space target: elements of one ``chunk x gallery`` float32 similarity block (256 MiB).
 _BLOCK_ELEMENTS = 2**26
-# Scratch space of the counting comparisons and of the occasional sort (elements, 16 MiB in float32).
-_WORK_ELEMENTS = 2**22
+# Scratch space of the counting comparisons and of the occasional sort (elements, 64 MiB in float32).
+_WORK_ELEMENTS = 2**24
+# Rows x gallery elements of one batch of the tie resolution or of the sort path (several temporaries each).
+_SORT_ELEMENTS = 2**22
 # A gallery larger than this (elements, float32) is normalised block by block, never copied whole.
 _GALLERY_CACHE_ELEMENTS = 2**27
 
@@ -196,12 +198,14 @@ def _count_greater(
     """
     m, g = block.shape
     width = max(1, min(g, len(work) // max(m, 1), 2**24 - 1))
+    rows = max(1, len(work) // width)
     compare = torch.ge if or_equal else torch.gt
     total = torch.zeros(m, dtype=torch.int64, device=block.device)
-    for a in range(0, g, width):
-        segment = block[:, a : a + width]
-        out = work[: segment.numel()].view(segment.shape)
-        total += compare(segment, threshold, out=out).sum(1).to(torch.int64)
+    for r in range(0, m, rows):
+        for a in range(0, g, width):
+            segment = block[r : r + rows, a : a + width]
+            out = work[: segment.numel()].view(segment.shape)
+            total[r : r + rows] += compare(segment, threshold[r : r + rows], out=out).sum(1).to(torch.int64)
     return total
 
 
@@ -231,7 +235,7 @@ def _ranks_by_counting(
     if bool(tied.any()):
         tie_rows, tie_cols = tied.nonzero(as_tuple=True)
         gallery_index = torch.arange(sims.shape[1], device=device)
-        step = max(1, _WORK_ELEMENTS // sims.shape[1])
+        step = max(1, _SORT_ELEMENTS // sims.shape[1])
         for a in range(0, len(tie_rows), step):
             r, c = tie_rows[a : a + step], tie_cols[a : a + step]
             equal_before = (sims[r] == scores[r, c][:, None]) & (gallery_index[None, :] < positives[r, c][:, None])
@@ -246,7 +250,7 @@ def _ranks_by_sorting(
     """Same as :func:`_ranks_by_counting`, by a stable descending sort (for rows with many positives)."""
     n, g = sims.shape
     out = torch.full((n, width), torch.iinfo(torch.int64).max, dtype=torch.int64, device=sims.device)
-    step = max(1, _WORK_ELEMENTS // g)
+    step = max(1, _SORT_ELEMENTS // g)
     for a in range(0, n, step):
         order = torch.sort(sims[a : a + step], dim=1, descending=True, stable=True).indices
         matches = gallery_ids[order] == query_ids[a : a + step, None]
