@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
 import threading
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ from dataset_builders.webperson.pipeline import run_caption, run_detect
 from dataset_builders.webperson.shards import StageStore
 from dataset_builders.webperson.sources import folder_source, url_source
 from dataset_builders.webperson.template_bank import load_bank
+from dataset_builders.webperson.vlm import OpenAICaptioner
 from dataset_builders.webperson.testing import InstantDetector
 
 
@@ -332,3 +334,39 @@ def test_url_downloader_counts_failures(tmp_path):
     store = StageStore(tmp_path / "work", "ingest")
     row = store.read("00000").to_pylist()[0]
     assert row["source_url"].endswith("/ok.jpg") and row["image"] == jpeg
+
+
+def test_caption_errors_are_retried_into_the_same_shard(tmp_path):
+    work = _crop_work(tmp_path)
+    reference = tmp_path / "reference"
+    shutil.copytree(work, reference)
+    crops = StageStore(work, "detect")
+    failing = set(crops.read("00000").column("crop_id").to_pylist()[1:3])
+    sizes = {len(c) for c in crops.read("00000").column("crop").to_pylist()[1:3]}
+    state = {"down": True}
+
+    def script(body, n):
+        image = base64.b64decode(body["messages"][0]["content"][0]["image_url"]["url"].split(",", 1)[1])
+        if state["down"] and len(image) in sizes:
+            return 503, {"error": "overloaded"}, 0
+        return 200, answer(f"A person in a blue coat with black jeans, sample {body['seed']}"), 0
+
+    with ChatServer(script) as server:
+        captioner = OpenAICaptioner(client(server.url, max_retries=1, concurrency=2))
+        first = run_caption(work, [captioner], load_bank(), from_stage="detect", progress=False)
+        assert first["rejected"] == {"caption_error": 2} and first["kept"] == 4
+        requests_before = len(server.requests)
+        state["down"] = False
+        second = run_caption(work, [captioner], load_bank(), from_stage="detect", progress=False,
+                             retry_errors=True)
+        assert second["retried_now"] == 2 and second["kept"] == 6 and second["rejected"] == {}
+        assert len(server.requests) - requests_before == 2 * 2  # only the failed crops, two captions each
+        again = run_caption(work, [captioner], load_bank(), from_stage="detect", progress=False,
+                            retry_errors=True)
+        assert again["retried_now"] == 0 and len(server.requests) - requests_before == 4
+        run_caption(reference, [captioner], load_bank(), from_stage="detect", progress=False)
+    for name in StageStore(reference, "caption").done_names():
+        assert StageStore(work, "caption").read(name).equals(StageStore(reference, "caption").read(name))
+        assert StageStore(work, "caption").rejections(name) == []
+    assert StageStore(work, "caption").marker("00000")["retried"] == 2
+    assert failing <= set(StageStore(work, "caption").read("00000").column("crop_id").to_pylist())

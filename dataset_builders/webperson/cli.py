@@ -81,6 +81,13 @@ def _stage_parser(sub, name: str, help_text: str, description: str) -> argparse.
     )
     parser.add_argument("--max-shards", type=_positive, default=None, help="stop after this many shards")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if name in ("detect", "pose", "caption"):
+        parser.add_argument(
+            "--retry-errors",
+            action="store_true",
+            help="also redo the items of done shards that failed with a backend error "
+            "(detector_error / pose_error / caption_error)",
+        )
     return parser
 
 
@@ -304,6 +311,7 @@ def _run(args: argparse.Namespace) -> Any:
         "progress": progress,
         "max_shards": getattr(args, "max_shards", None),
     }
+    retry = {"retry_errors": getattr(args, "retry_errors", False)}
     if args.command == "ingest":
         from .images import ImageLimits
         from .ingest import ingest
@@ -351,13 +359,16 @@ def _run(args: argparse.Namespace) -> Any:
             batch_size=args.batch_size,
             jpeg_quality=args.jpeg_quality,
             **common,
+            **retry,
         )
     if args.command == "pose":
         from .pose import PoseThresholds
 
         thresholds = PoseThresholds(args.visibility, args.min_visible, args.min_hips, args.min_head)
         estimator = backends.make_pose(backends.parse_spec(args.pose_model, "--pose-model"))
-        return pipeline.run_pose(args.work, estimator, thresholds, batch_size=args.batch_size, **common)
+        return pipeline.run_pose(
+            args.work, estimator, thresholds, batch_size=args.batch_size, **common, **retry
+        )
     if args.command == "caption":
         from .template_bank import load_bank
 
@@ -374,6 +385,7 @@ def _run(args: argparse.Namespace) -> Any:
             batch_size=args.batch_size,
             from_stage=args.from_stage,
             **common,
+            **retry,
         )
     if args.command == "filter":
         from .caption_filter import CaptionFilter, FilterRules

@@ -17,7 +17,7 @@ from .images import ImageLimits
 from .pose import PoseThresholds, make_pose_processor
 from .prompts import PROMPT_VERSION
 from .shards import ShardSelection, StageStore
-from .stage import run_stage
+from .stage import retry_rejected, run_stage
 from .template_bank import TemplateBank
 
 __all__ = ["run_caption", "run_detect", "run_filter", "run_pose", "stage_status"]
@@ -40,24 +40,34 @@ def run_detect(
     limits: ImageLimits | None = None,
     progress: bool = True,
     max_shards: int | None = None,
+    retry_errors: bool = False,
 ) -> dict[str, Any]:
-    """Stage 2: person boxes of the ingested images, kept by ``thresholds``, cropped."""
+    """Stage 2: person boxes of the ingested images, kept by ``thresholds``, cropped.
+
+    ``retry_errors``: afterwards, run the images of done shards that failed with ``detector_error``
+    again.
+    """
+    ingest_settings = StageStore(work, "ingest").settings()
     limits = limits or ImageLimits(
-        **{k: v for k, v in StageStore(work, "ingest").settings().items() if k in ("min_side", "max_pixels")}
+        **{k: v for k, v in ingest_settings.items() if k in ("min_side", "max_pixels")}
     )
     settings = {"detector": _name(detector), **thresholds_dict(thresholds), "jpeg_quality": jpeg_quality}
     process = make_detect_processor(
         detector, thresholds, jpeg_quality=jpeg_quality, limits=limits, batch_size=batch_size
     )
-    return run_stage(
-        StageStore(work, "ingest"),
-        StageStore(work, "detect"),
+    return _run(
+        work,
+        "ingest",
+        "detect",
         process,
-        selection=selection,
-        progress=progress,
-        unit="img",
-        settings=settings,
-        max_shards=max_shards,
+        settings,
+        "img",
+        "source_id",
+        "detector_error",
+        selection,
+        progress,
+        max_shards,
+        retry_errors,
     )
 
 
@@ -70,19 +80,27 @@ def run_pose(
     batch_size: int = 32,
     progress: bool = True,
     max_shards: int | None = None,
+    retry_errors: bool = False,
 ) -> dict[str, Any]:
-    """Stage 3: keypoints of each crop; crops failing ``thresholds`` are dropped."""
+    """Stage 3: keypoints of each crop; crops failing ``thresholds`` are dropped.
+
+    ``retry_errors``: afterwards, run the crops of done shards that failed with ``pose_error`` again.
+    """
     settings = {"pose_model": _name(estimator), **vars(thresholds)}
     process = make_pose_processor(estimator, thresholds, batch_size=batch_size)
-    return run_stage(
-        StageStore(work, "detect"),
-        StageStore(work, "pose"),
+    return _run(
+        work,
+        "detect",
+        "pose",
         process,
-        selection=selection,
-        progress=progress,
-        unit="crop",
-        settings=settings,
-        max_shards=max_shards,
+        settings,
+        "crop",
+        "crop_id",
+        "pose_error",
+        selection,
+        progress,
+        max_shards,
+        retry_errors,
     )
 
 
@@ -98,8 +116,13 @@ def run_caption(
     selection: ShardSelection = ShardSelection(),
     progress: bool = True,
     max_shards: int | None = None,
+    retry_errors: bool = False,
 ) -> dict[str, Any]:
-    """Stage 5: two captions per crop (``from_stage="detect"`` captions without the pose check)."""
+    """Stage 5: two captions per crop (``from_stage="detect"`` captions without the pose check).
+
+    ``retry_errors``: afterwards, caption again the crops of done shards that failed with
+    ``caption_error`` (endpoint errors after all retries); templates and seeds are the same as before.
+    """
     if from_stage not in ("pose", "detect"):
         raise ValueError(f"--from must be pose or detect, got {from_stage!r}")
     settings = {
@@ -112,16 +135,61 @@ def run_caption(
         "from_stage": from_stage,
     }
     process = make_caption_processor(captioners, bank, seed=seed, max_words=max_words, batch_size=batch_size)
-    return run_stage(
-        StageStore(work, from_stage),
-        StageStore(work, "caption"),
+    return _run(
+        work,
+        from_stage,
+        "caption",
+        process,
+        settings,
+        "crop",
+        "crop_id",
+        "caption_error",
+        selection,
+        progress,
+        max_shards,
+        retry_errors,
+    )
+
+
+def _run(
+    work,
+    source_stage,
+    target_stage,
+    process,
+    settings,
+    unit,
+    id_column,
+    error_reason,
+    selection,
+    progress,
+    max_shards,
+    retry_errors,
+) -> dict[str, Any]:
+    source, target = StageStore(work, source_stage), StageStore(work, target_stage)
+    manifest = run_stage(
+        source,
+        target,
         process,
         selection=selection,
         progress=progress,
-        unit="crop",
+        unit=unit,
         settings=settings,
         max_shards=max_shards,
     )
+    if retry_errors:
+        manifest.update(
+            retry_rejected(
+                source,
+                target,
+                process,
+                (error_reason,),
+                id_column=id_column,
+                selection=selection,
+                progress=progress,
+                unit=unit,
+            )
+        )
+    return manifest
 
 
 def run_filter(

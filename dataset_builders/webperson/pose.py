@@ -147,8 +147,8 @@ class TransformersPoseEstimator:
             results = self.processor.post_process_pose_estimation(outputs, boxes=boxes)
             for per_image in results:
                 person = per_image[0]
-                keypoints = person["keypoints"].float().numpy()
-                scores = person["scores"].float().numpy()
+                keypoints = person["keypoints"].float().cpu().numpy()
+                scores = person["scores"].float().cpu().numpy()
                 out.append(np.concatenate([keypoints, scores[:, None]], axis=1))
         return out
 

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from .shards import ShardSelection, StageStore
 
-__all__ = ["ShardOutput", "format_summary", "run_stage"]
+__all__ = ["ShardOutput", "format_summary", "retry_rejected", "run_stage"]
 
 
 @dataclass
@@ -95,7 +95,72 @@ def format_summary(manifest: Mapping[str, Any]) -> str:
     width = max(len(label) for label, _ in rows)
     lines = [
         f"== {manifest.get('stage', '?')}: {manifest.get('shards', 0)} shards done"
-        f" ({manifest.get('processed_now', 0)} now)"
+        f" ({manifest.get('processed_now', 0)} now"
+        + (f", {manifest['retried_now']} items retried" if "retried_now" in manifest else "")
+        + ")"
     ]
     lines += [f"  {label:<{width}}  {n:>10,}" for label, n in rows]
     return "\n".join(lines)
+
+
+def retry_rejected(
+    source: StageStore,
+    target: StageStore,
+    process: Callable[[str, pa.Table], ShardOutput],
+    reasons: tuple[str, ...],
+    *,
+    id_column: str,
+    selection: ShardSelection = ShardSelection(),
+    progress: bool = True,
+    unit: str = "item",
+) -> dict[str, Any]:
+    """Process again the items of done ``target`` shards that were rejected for one of ``reasons``
+    (transient failures: ``caption_error``, ``detector_error``, ``pose_error``) and merge the results.
+
+    The merged shard keeps the input order, so a shard whose failures succeed on retry equals the shard
+    an uninterrupted, failure-free run writes. Idempotent and safe to kill: rows of the retried ids are
+    dropped from the shard before the new ones are added, and the marker is rewritten last.
+    """
+    todo = []
+    for name in target.done_names():
+        if selection.takes(name):
+            ids = {r["id"] for r in target.rejections(name) if r["reason"] in reasons}
+            if ids:
+                todo.append((name, ids))
+    bar = tqdm(
+        total=sum(len(ids) for _, ids in todo),
+        desc=f"{target.stage} retry",
+        unit=unit,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    try:
+        for name, ids in todo:
+            start = time.perf_counter()
+            table = source.read(name)
+            order = {value: i for i, value in reversed(list(enumerate(table.column(id_column).to_pylist())))}
+            wanted = pa.array([value in ids for value in table.column(id_column).to_pylist()])
+            output = process(name, table.filter(wanted))
+            existing = target.read(name)
+            keep = pa.array([value not in ids for value in existing.column(id_column).to_pylist()])
+            merged = pa.concat_tables([existing.filter(keep), output.table.cast(existing.schema)])
+            position = [order[value] for value in merged.column(id_column).to_pylist()]
+            merged = merged.take(sorted(range(merged.num_rows), key=lambda k: position[k]))
+            rejects = [r for r in target.rejections(name) if r["id"] not in ids] + output.rejects
+            rejects.sort(key=lambda r: order.get(r["id"], -1))
+            marker = target.marker(name)
+            counts = {
+                "in": marker.get("in", 0),
+                "kept": merged.num_rows,
+                "rejected": dict(Counter(r["reason"] for r in rejects)),
+                "extra": marker.get("extra", {}),
+                "seconds": round(marker.get("seconds", 0) + time.perf_counter() - start, 3),
+                "retried": marker.get("retried", 0) + len(ids),
+            }
+            target.commit(name, merged, rejects, counts)
+            bar.update(len(ids))
+    finally:
+        bar.close()
+    manifest = target.write_manifest()
+    manifest["retried_now"] = sum(len(ids) for _, ids in todo)
+    return manifest
