@@ -184,16 +184,39 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     gen = torch.Generator().manual_seed(args.seed)
-    gib = 1024**3
 
-    # --- ICFG-PEDES size ------------------------------------------------------------------
+    icfg = icfg_comparison(args, gen)
+    gc.collect()
+    million = None if args.skip_million else million_gallery(args, gen)
+
+    details = {
+        "queries": args.queries,
+        "gallery": args.gallery,
+        "ids": args.ids,
+        "dim": args.dim,
+        **{k: v for k, v in icfg.items() if k not in ("ours", "naive", "ours_bytes", "naive_bytes")},
+        "million_s": None if million is None else round(million["seconds"], 3),
+        "threads": torch.get_num_threads(),
+    }
+    print(json.dumps(details))
+    summary = {
+        "speedup": round(icfg["naive_s"] / icfg["ours_s"], 3),
+        "memory_ratio": round(icfg["ours_bytes"] / icfg["naive_bytes"], 5),
+        "max_abs_diff": icfg["max_abs_diff"],
+        "million_gallery_peak_gb": None if million is None else round(million["peak_gb"], 3),
+    }
+    print(json.dumps(summary))
+
+
+def icfg_comparison(args: argparse.Namespace, gen: torch.Generator) -> dict:
+    """Ours vs naive at ICFG-PEDES size, on the same inputs, in this process."""
+    gib = 1024**3
     gallery_ids = identity_structure(args.gallery, args.ids, gen)
     query_ids = gallery_ids[torch.randperm(args.gallery, generator=gen)][: args.queries]
     centres = torch.randn(args.ids, args.dim, generator=gen) / args.dim**0.5
     noise = args.noise / args.dim**0.5
     gallery = clustered_embeddings(gallery_ids, centres, noise, gen)
     queries = clustered_embeddings(query_ids, centres, noise, gen)
-    del centres
 
     # warm-up (BLAS kernels, allocator pools): 1,000 gallery items querying 2,000 (all have a positive)
     retrieval_metrics(gallery[:1000], gallery[:2000], gallery_ids[:1000], gallery_ids[:2000])
@@ -202,43 +225,40 @@ def main() -> None:
     ours, ours_s, ours_mem = timed(lambda: retrieval_metrics(queries, gallery, query_ids, gallery_ids))
     print(f"ours : {ours_s:7.2f} s, peak RSS increase {ours_mem.increase / gib:6.3f} GiB  {ours}", flush=True)
     naive, naive_s, naive_mem = timed(lambda: naive_metrics(queries, gallery, query_ids, gallery_ids))
-    print(f"naive: {naive_s:7.2f} s, peak RSS increase {naive_mem.increase / gib:6.3f} GiB  {naive}", flush=True)
-    max_abs_diff = max(abs(ours[k] - naive[k]) for k in naive)
-    del queries, gallery
-    gc.collect()
-
-    # --- 1,000 x 1,000,000 ----------------------------------------------------------------
-    million_peak_gb = None
-    million_s = None
-    if not args.skip_million:
-        with PeakRSS() as mem:
-            start = time.perf_counter()
-            big_ids = torch.arange(args.million_gallery) // 4
-            big_gallery = torch.randn(args.million_gallery, args.dim, generator=gen)
-            big_query_ids = big_ids[torch.randint(0, args.million_gallery, (args.million_queries,), generator=gen)]
-            big_queries = big_gallery[big_query_ids * 4] + torch.randn(args.million_queries, args.dim, generator=gen)
-            big = retrieval_metrics(big_queries, big_gallery, big_query_ids, big_ids)
-            million_s = time.perf_counter() - start
-        million_peak_gb = mem.peak / 1e9
-        print(f"1M gallery: {million_s:7.2f} s (data generation included), process peak RSS "
-              f"{million_peak_gb:.3f} GB  {big}", flush=True)
-        del big_gallery, big_queries
-
-    details = {
-        "queries": args.queries, "gallery": args.gallery, "ids": args.ids, "dim": args.dim,
-        "ours_s": round(ours_s, 3), "naive_s": round(naive_s, 3),
+    print(
+        f"naive: {naive_s:7.2f} s, peak RSS increase {naive_mem.increase / gib:6.3f} GiB  {naive}", flush=True
+    )
+    return {
+        "ours": ours,
+        "naive": naive,
+        "max_abs_diff": max(abs(ours[k] - naive[k]) for k in naive),
+        "ours_s": round(ours_s, 3),
+        "naive_s": round(naive_s, 3),
         "ours_peak_increase_gib": round(ours_mem.increase / gib, 4),
         "naive_peak_increase_gib": round(naive_mem.increase / gib, 4),
-        "million_s": None if million_s is None else round(million_s, 3),
-        "memory_method": ours_mem.method, "threads": torch.get_num_threads(),
+        "memory_method": ours_mem.method,
+        "ours_bytes": ours_mem.increase,
+        "naive_bytes": naive_mem.increase,
     }
-    print(json.dumps(details))
-    print(json.dumps({
-        "speedup": round(naive_s / ours_s, 3),
-        "memory_ratio": round(ours_mem.increase / naive_mem.increase, 5),
-        "max_abs_diff": max_abs_diff,
-        "million_gallery_peak_gb": None if million_peak_gb is None else round(million_peak_gb, 3),
-    }))
+
+
+def million_gallery(args: argparse.Namespace, gen: torch.Generator) -> dict:
+    """1,000 queries x 1,000,000 gallery items: total process peak RSS, data generation included."""
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        ids = torch.arange(args.million_gallery) // 4
+        gallery = torch.randn(args.million_gallery, args.dim, generator=gen)
+        query_ids = ids[torch.randint(0, args.million_gallery, (args.million_queries,), generator=gen)]
+        queries = gallery[query_ids * 4] + torch.randn(args.million_queries, args.dim, generator=gen)
+        result = retrieval_metrics(queries, gallery, query_ids, ids)
+        seconds = time.perf_counter() - start
+    peak_gb = mem.peak / 1e9
+    print(
+        f"1M gallery: {seconds:7.2f} s (data generation included), "
+        f"process peak RSS {peak_gb:.3f} GB  {result}",
+        flush=True,
+    )
+    return {"seconds": seconds, "peak_gb": peak_gb, "metrics": result}
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """The text-based person retrieval benchmarks as ``datasets`` objects, read from their official files.
 
-====================  ==================================  ===========  ===========================
-benchmark (name)      annotation file                     image key    images under (default)
-====================  ==================================  ===========  ===========================
-``cuhk-pedes``        ``reid_raw.json``                   file_path    ``<root>/imgs/``
-``icfg-pedes``        ``ICFG-PEDES.json``                 file_path    ``<root>/imgs/``
-``rstpreid``          ``data_captions.json``              img_path     ``<root>/imgs/``
-``ufine6926``         ``UFine6926_Annotations_1024.json``  file_path    ``<root>/`` (paths read ``images/...``)
-====================  ==================================  ===========  ===========================
+==============  ===================================  =========  =======================================
+name            annotation file                      image key  images under (default)
+==============  ===================================  =========  =======================================
+``cuhk-pedes``  ``reid_raw.json``                    file_path  ``<root>/imgs/``
+``icfg-pedes``  ``ICFG-PEDES.json``                  file_path  ``<root>/imgs/``
+``rstpreid``    ``data_captions.json``               img_path   ``<root>/imgs/``
+``ufine6926``   ``UFine6926_Annotations_1024.json``  file_path  ``<root>/`` (paths read ``images/...``)
+==============  ===================================  =========  =======================================
 
 Every file is a JSON list of image records ``{"split", "id", <image key>, "captions": [...]}``.
 
@@ -71,11 +71,19 @@ class BenchmarkSpec:
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     "cuhk-pedes": BenchmarkSpec("CUHK-PEDES", "reid_raw.json", "file_path", "imgs"),
-    "icfg-pedes": BenchmarkSpec("ICFG-PEDES", "ICFG-PEDES.json", "file_path", "imgs", validation_fraction=0.1),
+    "icfg-pedes": BenchmarkSpec(
+        "ICFG-PEDES", "ICFG-PEDES.json", "file_path", "imgs", validation_fraction=0.1
+    ),
     "rstpreid": BenchmarkSpec("RSTPReid", "data_captions.json", "img_path", "imgs"),
     "ufine6926": BenchmarkSpec("UFine6926", "UFine6926_Annotations_1024.json", "file_path", ""),
 }
-_ALIASES = {"cuhk": "cuhk-pedes", "icfg": "icfg-pedes", "rstp": "rstpreid", "rstp-reid": "rstpreid", "ufine": "ufine6926"}
+_ALIASES = {
+    "cuhk": "cuhk-pedes",
+    "icfg": "icfg-pedes",
+    "rstp": "rstpreid",
+    "rstp-reid": "rstpreid",
+    "ufine": "ufine6926",
+}
 _SPLITS = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
 _SPLIT_ORDER = ("train", "validation", "test")
 
@@ -240,11 +248,15 @@ def read_annotations(
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except json.JSONDecodeError as err:
-        raise BenchmarkFormatError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}") from err
+        raise BenchmarkFormatError(
+            f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+        ) from err
     except UnicodeDecodeError as err:
         raise BenchmarkFormatError(f"{path}: not UTF-8 text ({err})") from err
     if not isinstance(data, list):
-        raise BenchmarkFormatError(f"{path}: expected a JSON list of image records, got {type(data).__name__}")
+        raise BenchmarkFormatError(
+            f"{path}: expected a JSON list of image records, got {type(data).__name__}"
+        )
     return [_validate(path, i, record, spec) for i, record in enumerate(data)]
 
 
@@ -351,7 +363,9 @@ def load_benchmark(
             if s.lower() not in _SPLITS:
                 raise ValueError(f"unknown split {s!r}; expected train, validation (val) or test")
             if _SPLITS[s.lower()] not in present:
-                raise ValueError(f"{spec.name} has no {_SPLITS[s.lower()]!r} split (present: {', '.join(present)})")
+                raise ValueError(
+                    f"{spec.name} has no {_SPLITS[s.lower()]!r} split (present: {', '.join(present)})"
+                )
             wanted.append(_SPLITS[s.lower()])
     image_dir = Path(image_dir) if image_dir is not None else data_root / spec.image_subdir
     by_split = {s: [r for r in records if r.split == s] for s in wanted}

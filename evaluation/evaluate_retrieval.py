@@ -33,7 +33,12 @@ if __package__ in (None, ""):  # run as a script: import the repository's packag
 
 import torch  # noqa: E402
 
-from evaluation.benchmarks import BENCHMARKS, find_benchmark_root, load_retrieval_split, resolve_benchmark  # noqa: E402
+from evaluation.benchmarks import (  # noqa: E402
+    BENCHMARKS,
+    find_benchmark_root,
+    load_retrieval_split,
+    resolve_benchmark,
+)
 from evaluation.embedding import PRECISIONS, embed_images, embed_texts, load_model_and_processor  # noqa: E402
 from evaluation.metrics import bidirectional_retrieval_metrics  # noqa: E402
 
@@ -64,18 +69,30 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--split", default="test", help="train, validation (val) or test (default: test)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
-    parser.add_argument("--text-batch-size", type=int, default=None, help="captions per pass (default: 4 x --batch-size)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument(
+        "--text-batch-size", type=int, default=None, help="captions per pass (default: 4 x --batch-size)"
+    )
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: cuda when available, else cpu)"
+    )
     parser.add_argument(
         "--precision", default="fp32", choices=list(PRECISIONS),
         help="inference precision via autocast (default: fp32); similarities are always float32",
     )  # fmt: skip
-    parser.add_argument("--output", default="retrieval_results.json", help="JSON file to write (default: %(default)s)")
-    parser.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10], help="the K of R@K (default: 1 5 10)")
-    parser.add_argument("--image-dir", default=None, help="image folder override (only with a single benchmark)")
+    parser.add_argument(
+        "--output", default="retrieval_results.json", help="JSON file to write (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--ks", type=int, nargs="+", default=[1, 5, 10], help="the K of R@K (default: 1 5 10)"
+    )
+    parser.add_argument(
+        "--image-dir", default=None, help="image folder override (only with a single benchmark)"
+    )
     parser.add_argument("--num-workers", type=int, default=0, help="image loading workers (default: 0)")
     parser.add_argument("--list-all-missing", action="store_true", help="report every missing image at once")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code from the hub")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="allow the model's own code from the hub"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
 
@@ -85,7 +102,9 @@ def _pair_roots(benchmarks: Sequence[str], roots: Sequence[str]) -> list[Path]:
         return [find_benchmark_root(b, r) for b, r in zip(benchmarks, roots)]
     if len(roots) == 1:
         return [find_benchmark_root(b, roots[0]) for b in benchmarks]
-    raise SystemExit(f"error: {len(benchmarks)} benchmarks but {len(roots)} --data-root values (give 1 or one each)")
+    raise SystemExit(
+        f"error: {len(benchmarks)} benchmarks but {len(roots)} --data-root values (give 1 or one each)"
+    )
 
 
 def format_table(results: dict[str, dict[str, Any]], ks: Sequence[int]) -> str:
@@ -111,7 +130,9 @@ def evaluate_benchmark(
     """Embed one benchmark split and compute both directions' metrics."""
     key, spec = resolve_benchmark(name)
     start = time.perf_counter()
-    view = load_retrieval_split(key, root, args.split, image_dir=args.image_dir, list_all_missing=args.list_all_missing)
+    view = load_retrieval_split(
+        key, root, args.split, image_dir=args.image_dir, list_all_missing=args.list_all_missing
+    )
     progress = not args.no_progress
     image_embeds = embed_images(
         model, processor, view.image_files(), batch_size=args.batch_size, precision=args.precision,
@@ -144,7 +165,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SystemExit("error: --image-dir applies to a single benchmark")
     roots = _pair_roots(benchmarks, args.data_root)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, processor = load_model_and_processor(args.model, device=device, trust_remote_code=args.trust_remote_code)
+    model, processor = load_model_and_processor(
+        args.model, device=device, trust_remote_code=args.trust_remote_code
+    )
     results = {b: evaluate_benchmark(model, processor, b, r, args, device) for b, r in zip(benchmarks, roots)}
     report = {
         "model": str(args.model),

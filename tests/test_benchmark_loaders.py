@@ -40,7 +40,9 @@ def image_colour(person_id: int, k: int) -> tuple[int, int, int]:
     return (person_id * 13 % 256, k * 70 % 256, 200)
 
 
-def write_benchmark(root: Path, name: str, layout: dict = LAYOUT, captions_per_image: int | None = None) -> list[dict]:
+def write_benchmark(
+    root: Path, name: str, layout: dict = LAYOUT, captions_per_image: int | None = None
+) -> list[dict]:
     """Write ``root`` in the official layout of benchmark ``name``: annotation JSON + tiny images.
 
     ICFG-PEDES has one caption per image and no val split (val identities become train ones);
@@ -57,7 +59,9 @@ def write_benchmark(root: Path, name: str, layout: dict = LAYOUT, captions_per_i
             else:
                 rel = f"{split}_query/p{person_id}/p{person_id}_s{k}.jpg"
             n_captions = captions_per_image or (1 if key == "icfg-pedes" else 2)
-            captions = [f"person {person_id} image {k} caption {c} wearing a red coat" for c in range(n_captions)]
+            captions = [
+                f"person {person_id} image {k} caption {c} wearing a red coat" for c in range(n_captions)
+            ]
             record = {"split": split, "id": person_id, spec.path_key: rel, "captions": captions}
             if key in ("cuhk-pedes", "icfg-pedes"):
                 record["processed_tokens"] = [c.split() for c in captions]
@@ -222,7 +226,8 @@ def test_malformed_json_names_the_file(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name, key", [("cuhk-pedes", "captions"), ("rstpreid", "img_path"), ("icfg-pedes", "id"), ("ufine6926", "split")]
+    "name, key",
+    [("cuhk-pedes", "captions"), ("rstpreid", "img_path"), ("icfg-pedes", "id"), ("ufine6926", "split")],
 )
 def test_missing_key_names_file_and_record(tmp_path, name, key):
     records = write_benchmark(tmp_path, name)
@@ -277,7 +282,11 @@ def test_missing_image_names_file_record_and_path(tmp_path):
     with pytest.raises(MissingImagesError) as err:
         load_benchmark("rstpreid", tmp_path)
     message = str(err.value)
-    assert "data_captions.json" in message and f"record {gone}:" in message and records[gone]["img_path"] in message
+    assert (
+        "data_captions.json" in message
+        and f"record {gone}:" in message
+        and records[gone]["img_path"] in message
+    )
     assert err.value.missing == [(gone, str(tmp_path / "imgs" / records[gone]["img_path"]))]
     # splits without the missing image load; so does everything without the check
     assert load_benchmark("rstpreid", tmp_path, splits=["train"])["train"].num_rows > 0

@@ -21,7 +21,15 @@ REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "evaluation" / "evaluate_retrieval.py"
 
 # person id -> (split, images); captions use only words of the tiny tokenizer's vocabulary
-LAYOUT = {1: ("train", 2), 2: ("train", 1), 3: ("val", 1), 4: ("test", 2), 5: ("test", 1), 6: ("test", 3), 7: ("test", 1)}
+LAYOUT = {
+    1: ("train", 2),
+    2: ("train", 1),
+    3: ("val", 1),
+    4: ("test", 2),
+    5: ("test", 1),
+    6: ("test", 3),
+    7: ("test", 1),
+}
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +146,8 @@ def test_cli_in_process_options(tmp_path, tiny_gadms_dir, capsys):
     write_benchmark(tmp_path / "icfg", "icfg-pedes", LAYOUT)
     report = main(
         [
-            "--model", str(tiny_gadms_dir), "--benchmark", "ICFG-PEDES", "--data-root", str(tmp_path / "icfg"),
+            "--model", str(tiny_gadms_dir), "--benchmark", "ICFG-PEDES",
+            "--data-root", str(tmp_path / "icfg"),
             "--split", "validation", "--ks", "1", "2", "--output", str(tmp_path / "r.json"), "--no-progress",
             "--precision", "bf16",
         ]
@@ -173,7 +182,17 @@ def test_cli_errors(tmp_path, tiny_gadms_dir):
     write_benchmark(tmp_path, "rstpreid", LAYOUT)
     (tmp_path / "imgs" / "test_query" / "p5" / "p5_s0.jpg").unlink()
     with pytest.raises(FileNotFoundError, match="p5_s0.jpg"):
-        main(["--model", str(tiny_gadms_dir), "--benchmark", "rstpreid", "--data-root", str(tmp_path), "--no-progress"])
+        main(
+            [
+                "--model",
+                str(tiny_gadms_dir),
+                "--benchmark",
+                "rstpreid",
+                "--data-root",
+                str(tmp_path),
+                "--no-progress",
+            ]
+        )
     with pytest.raises(SystemExit):
         main(["--model", "x", "--benchmark", "rstpreid", "cuhk-pedes", "--data-root", "a", "b", "c"])
     with pytest.raises(ValueError, match="unknown benchmark"):
@@ -187,6 +206,14 @@ def test_cli_help(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--model", "--benchmark", "--data-root", "--split", "--batch-size", "--device", "--precision"):
+    for option in (
+        "--model",
+        "--benchmark",
+        "--data-root",
+        "--split",
+        "--batch-size",
+        "--device",
+        "--precision",
+    ):
         assert option in out
     assert "cuhk-pedes" in out and "ufine6926" in out

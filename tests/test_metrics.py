@@ -119,7 +119,9 @@ def test_tie_between_positive_and_earlier_negative_counts_against_it():
 
 
 def test_string_person_ids():
-    got = retrieval_metrics(SPEC_SIMILARITY, torch.eye(6), ["c", "i"], ["g", "c", "i", "c", "e", "c"], ks=(1, 2))
+    got = retrieval_metrics(
+        SPEC_SIMILARITY, torch.eye(6), ["c", "i"], ["g", "c", "i", "c", "e", "c"], ks=(1, 2)
+    )
     assert_metrics_close(got, SPEC_EXPECTED)
 
 
@@ -129,7 +131,9 @@ def test_bidirectional_swaps_roles():
     image = dyadic_embeddings(gen, 6, 16)
     image_ids = [0, 0, 1, 2, 2, 3]
     text_ids = [0, 0, 0, 1, 1, 2, 2, 2, 3, 3, 1, 0]
-    got = bidirectional_retrieval_metrics(torch.from_numpy(text), torch.from_numpy(image), text_ids, image_ids)
+    got = bidirectional_retrieval_metrics(
+        torch.from_numpy(text), torch.from_numpy(image), text_ids, image_ids
+    )
     sims = exact_cosines(text, image)
     assert_metrics_close(got["t2i"], reference_metrics(sims, text_ids, image_ids, (1, 5, 10)))
     assert_metrics_close(got["i2t"], reference_metrics(sims.T, image_ids, text_ids, (1, 5, 10)))
@@ -159,7 +163,9 @@ def retrieval_problems(draw):
 @given(retrieval_problems())
 def test_matches_full_sort_reference_with_ties(problem):
     sims, query_ids, gallery_ids, ks, chunk = problem
-    got = retrieval_metrics_from_similarity(torch.from_numpy(sims), query_ids, gallery_ids, ks, chunk_size=chunk)
+    got = retrieval_metrics_from_similarity(
+        torch.from_numpy(sims), query_ids, gallery_ids, ks, chunk_size=chunk
+    )
     assert_metrics_close(got, reference_metrics(sims, query_ids, gallery_ids, ks))
 
 
@@ -169,7 +175,9 @@ def test_sort_path_matches_reference(problem):
     sims, query_ids, gallery_ids, ks, chunk = problem
     # route every query with more than one positive through the stable-sort path
     with mock.patch.object(retrieval_module, "SORT_THRESHOLD", 1):
-        got = retrieval_metrics_from_similarity(torch.from_numpy(sims), query_ids, gallery_ids, ks, chunk_size=chunk)
+        got = retrieval_metrics_from_similarity(
+            torch.from_numpy(sims), query_ids, gallery_ids, ks, chunk_size=chunk
+        )
     assert_metrics_close(got, reference_metrics(sims, query_ids, gallery_ids, ks))
 
 
@@ -178,10 +186,14 @@ def test_sort_path_matches_reference(problem):
 def test_tiny_scratch_buffers_match_reference(problem):
     sims, query_ids, gallery_ids, ks, chunk = problem
     # scratch space smaller than a row: comparisons run in row and column blocks
-    with mock.patch.object(retrieval_module, "_WORK_ELEMENTS", 5), mock.patch.object(
-        retrieval_module, "_SORT_ELEMENTS", 3
-    ), mock.patch.object(retrieval_module, "SORT_THRESHOLD", 2):
-        got = retrieval_metrics_from_similarity(torch.from_numpy(sims), query_ids, gallery_ids, ks, chunk_size=chunk)
+    with (
+        mock.patch.object(retrieval_module, "_WORK_ELEMENTS", 5),
+        mock.patch.object(retrieval_module, "_SORT_ELEMENTS", 3),
+        mock.patch.object(retrieval_module, "SORT_THRESHOLD", 2),
+    ):
+        got = retrieval_metrics_from_similarity(
+            torch.from_numpy(sims), query_ids, gallery_ids, ks, chunk_size=chunk
+        )
     assert_metrics_close(got, reference_metrics(sims, query_ids, gallery_ids, ks))
 
 
@@ -191,7 +203,9 @@ def test_queries_with_many_positives_use_sort_path_correctly():
     gallery_ids = [0] * 150 + list(gen.integers(1, 20, size=n_gallery - 150))  # id 0: 150 positives
     query_ids = [0, 0, 3, 0, 7, 1]
     sims = gen.integers(0, 16, size=(len(query_ids), n_gallery)).astype(np.float32) / 16
-    got = retrieval_metrics_from_similarity(torch.from_numpy(sims), query_ids, gallery_ids, (1, 5, 10), chunk_size=4)
+    got = retrieval_metrics_from_similarity(
+        torch.from_numpy(sims), query_ids, gallery_ids, (1, 5, 10), chunk_size=4
+    )
     assert_metrics_close(got, reference_metrics(sims, query_ids, gallery_ids, (1, 5, 10)))
 
 
@@ -208,7 +222,9 @@ def test_embeddings_match_reference_any_chunking(seed, dtype):
     q, g = torch.from_numpy(queries).to(dtype), torch.from_numpy(gallery).to(dtype)
     chunkings = [(None, None), (7, 5), (64, 1), (4, 1000)] + ([(1, None)] if seed == 0 else [])
     for chunk, block in chunkings:
-        got = retrieval_metrics(q, g, query_ids, gallery_ids, (1, 3, 5, 10), chunk_size=chunk, gallery_block_size=block)
+        got = retrieval_metrics(
+            q, g, query_ids, gallery_ids, (1, 3, 5, 10), chunk_size=chunk, gallery_block_size=block
+        )
         assert_metrics_close(got, ref)
 
 
@@ -221,7 +237,9 @@ def test_random_embeddings_match_reference():
     sims = torch.nn.functional.normalize(queries, dim=1) @ torch.nn.functional.normalize(gallery, dim=1).T
     ref = reference_metrics(sims.numpy(), query_ids.tolist(), gallery_ids.tolist(), (1, 5, 10))
     assert_metrics_close(retrieval_metrics(queries, gallery, query_ids, gallery_ids), ref)
-    assert_metrics_close(retrieval_metrics(queries.numpy(), gallery.numpy(), query_ids.numpy(), gallery_ids.numpy()), ref)
+    assert_metrics_close(
+        retrieval_metrics(queries.numpy(), gallery.numpy(), query_ids.numpy(), gallery_ids.numpy()), ref
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -311,9 +329,13 @@ def test_gpu_matches_cpu():
     query_ids = list(gen.choice(sorted(set(gallery_ids)), size=300))
     gallery = torch.from_numpy(dyadic_embeddings(gen, 500, 32))
     queries = torch.from_numpy(dyadic_embeddings(gen, 300, 32))
-    ref = reference_metrics(exact_cosines(queries.numpy(), gallery.numpy()), query_ids, gallery_ids, (1, 5, 10))
+    ref = reference_metrics(
+        exact_cosines(queries.numpy(), gallery.numpy()), query_ids, gallery_ids, (1, 5, 10)
+    )
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        got = retrieval_metrics(queries.cuda().to(dtype), gallery.cuda().to(dtype), query_ids, gallery_ids, chunk_size=64)
+        got = retrieval_metrics(
+            queries.cuda().to(dtype), gallery.cuda().to(dtype), query_ids, gallery_ids, chunk_size=64
+        )
         assert_metrics_close(got, ref)
     got = retrieval_metrics(queries, gallery, query_ids, gallery_ids, device="cuda")
     assert_metrics_close(got, ref)
@@ -327,7 +349,9 @@ def test_evaluate_module_wraps_the_function():
     evaluate = pytest.importorskip("evaluate")
     from pathlib import Path
 
-    metric = evaluate.load(str(Path(__file__).resolve().parents[1] / "evaluation" / "metrics" / "person_retrieval"))
+    metric = evaluate.load(
+        str(Path(__file__).resolve().parents[1] / "evaluation" / "metrics" / "person_retrieval")
+    )
     got = metric.compute(
         predictions=SPEC_SIMILARITY.tolist(),
         references=[3, 9],
@@ -341,8 +365,12 @@ def test_evaluate_module_wraps_the_function():
     query_ids = [int(i) for i in gen.choice(sorted(set(gallery_ids)), size=30)]
     gallery, queries = dyadic_embeddings(gen, 50, 16), dyadic_embeddings(gen, 30, 16)
     for start in range(0, 30, 8):  # incremental add_batch as in an evaluation loop
-        metric.add_batch(predictions=queries[start : start + 8].tolist(), references=query_ids[start : start + 8])
+        metric.add_batch(
+            predictions=queries[start : start + 8].tolist(), references=query_ids[start : start + 8]
+        )
     got = metric.compute(gallery_embeddings=torch.from_numpy(gallery), gallery_ids=gallery_ids)
-    assert_metrics_close(got, reference_metrics(exact_cosines(queries, gallery), query_ids, gallery_ids, (1, 5, 10)))
+    assert_metrics_close(
+        got, reference_metrics(exact_cosines(queries, gallery), query_ids, gallery_ids, (1, 5, 10))
+    )
     with pytest.raises(ValueError, match="gallery_embeddings"):
         metric.compute(predictions=[[1.0, 0.0]], references=[1])

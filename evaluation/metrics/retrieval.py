@@ -31,7 +31,6 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "retrieval_metrics",
@@ -164,7 +163,9 @@ def _group_positives(query_ids: torch.Tensor, gallery_ids: torch.Tensor) -> _Pos
     unique_ids, counts = torch.unique_consecutive(sorted_ids, return_counts=True)
     starts = torch.cumsum(counts, 0) - counts
     slot = torch.searchsorted(unique_ids, query_ids).clamp(max=max(len(unique_ids) - 1, 0))
-    found = unique_ids[slot] == query_ids if len(unique_ids) else torch.zeros_like(query_ids, dtype=torch.bool)
+    found = (
+        unique_ids[slot] == query_ids if len(unique_ids) else torch.zeros_like(query_ids, dtype=torch.bool)
+    )
     if not bool(found.all()):
         missing = (~found).nonzero().flatten()
         example_ids = sorted(set(query_ids[missing].tolist()))[:5]
@@ -238,7 +239,9 @@ def _ranks_by_counting(
         step = max(1, _SORT_ELEMENTS // sims.shape[1])
         for a in range(0, len(tie_rows), step):
             r, c = tie_rows[a : a + step], tie_cols[a : a + step]
-            equal_before = (sims[r] == scores[r, c][:, None]) & (gallery_index[None, :] < positives[r, c][:, None])
+            equal_before = (sims[r] == scores[r, c][:, None]) & (
+                gallery_index[None, :] < positives[r, c][:, None]
+            )
             ranks[r, c] += equal_before.sum(1)
     ranks = torch.where(valid, ranks, torch.iinfo(torch.int64).max)
     return torch.sort(ranks, dim=1).values
@@ -350,7 +353,9 @@ def _embedding_similarity_chunks(
         else:
             for b in range(0, g, gallery_block_size):
                 block = gallery_embeds[b : b + gallery_block_size].to(device)
-                normed = _l2_normalize(block, "", gallery_norms[b : b + len(block)], block_buffer[: len(block)])
+                normed = _l2_normalize(
+                    block, "", gallery_norms[b : b + len(block)], block_buffer[: len(block)]
+                )
                 sims[:, b : b + len(block)] = queries @ normed.T
         del queries
         yield rows, sims[: len(rows)]
@@ -427,7 +432,8 @@ def per_query_retrieval(
     gallery_embeds = _as_embeddings(gallery_embeds, "gallery_embeds")
     if query_embeds.shape[1] != gallery_embeds.shape[1]:
         raise ValueError(
-            f"query and gallery embeddings differ in dimension: {query_embeds.shape[1]} vs {gallery_embeds.shape[1]}"
+            "query and gallery embeddings differ in dimension: "
+            f"{query_embeds.shape[1]} vs {gallery_embeds.shape[1]}"
         )
     q_ids, g_ids = _as_id_tensors(query_ids, gallery_ids)
     _check_lengths(query_embeds.shape[0], gallery_embeds.shape[0], q_ids, g_ids)
@@ -435,7 +441,9 @@ def per_query_retrieval(
     pos = _group_positives(q_ids, g_ids)
     order = _processing_order(pos)
     chunk_size = chunk_size or _default_chunk_size(gallery_embeds.shape[0])
-    chunks = _embedding_similarity_chunks(query_embeds, gallery_embeds, order, chunk_size, gallery_block_size, device)
+    chunks = _embedding_similarity_chunks(
+        query_embeds, gallery_embeds, order, chunk_size, gallery_block_size, device
+    )
     return _run(chunks, pos, q_ids, g_ids, device)
 
 
@@ -483,7 +491,8 @@ def retrieval_metrics(
         chunk_size, gallery_block_size, device: see :func:`per_query_retrieval`.
 
     Returns:
-        ``{"R1": ..., "R5": ..., "R10": ..., "mAP": ..., "mINP": ...}`` (one ``R{K}`` per K), floats in percent.
+        ``{"R1": ..., "R5": ..., "R10": ..., "mAP": ..., "mINP": ...}`` (one ``R{K}`` per K), floats in
+        percent.
 
     Raises:
         NoPositiveError: when some query has no positive in the gallery (the message says how many).

@@ -16,7 +16,8 @@ from evaluation.metrics.retrieval import retrieval_metrics
 
 _CITATION = """\
 @inproceedings{zheng2025gadms,
-  title     = {Gradient-Attention Guided Dual-Masking Synergetic Framework for Robust Text-based Person Retrieval},
+  title     = {Gradient-Attention Guided Dual-Masking Synergetic Framework for Robust Text-based Person
+               Retrieval},
   author    = {Zheng and Zhang and An and Feng and Yang and Ding},
   booktitle = {EMNLP},
   year      = {2025}
@@ -89,5 +90,11 @@ class PersonRetrieval(evaluate.Metric):
         else:
             gallery = torch.from_numpy(np.asarray(gallery_embeddings, dtype=np.float32))
         return retrieval_metrics(
-            queries, gallery, np.asarray(references), gallery_ids, tuple(ks), chunk_size=chunk_size, device=device
+            queries,
+            gallery,
+            np.asarray(references),
+            gallery_ids,
+            tuple(ks),
+            chunk_size=chunk_size,
+            device=device,
         )
