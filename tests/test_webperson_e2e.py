@@ -383,3 +383,41 @@ def test_every_source_kind_gives_the_same_ids(tmp_path, pool):
     assert results["tar"][0]["rejected"] == {"unreadable": 1}
     for kind in ("tar", "parquet", "dataset"):
         assert sorted(r["source_url"] for r in results[kind][1]) == sorted(urls)
+
+
+def test_parquet_row_groups_and_shard_workers(tmp_path, pool):
+    folder, _ = pool
+    data = [p.read_bytes() for p in sorted(folder.glob("scene_*.jpg"))]
+    rows = [{"bytes": d, "path": None} for d in data] + [{"bytes": None, "path": str(tmp_path / "gone.jpg")}]
+    pq.write_table(
+        pa.table({"jpg": rows, "url": [f"u{k}" for k in range(len(rows))]}),
+        tmp_path / "p.parquet",
+        row_group_size=3,
+    )
+    single = ingest(
+        parquet_source([tmp_path / "p.parquet"], image_column="jpg"),
+        tmp_path / "one",
+        shard_size=2,
+        progress=False,
+    )
+    assert single["kept"] == len(data) and single["rejected"] == {"unreadable": 1}
+    from dataset_builders.webperson.shards import ShardSelection
+
+    for i in range(2):
+        ingest(
+            parquet_source([tmp_path / "p.parquet"], image_column="jpg"),
+            tmp_path / "two",
+            shard_size=2,
+            progress=False,
+            selection=ShardSelection(i, 2),
+        )
+    one, two = StageStore(tmp_path / "one", "ingest"), StageStore(tmp_path / "two", "ingest")
+    assert one.done_names() == two.done_names()
+    for name in one.done_names():
+        assert one.read(name).equals(two.read(name))
+    urls = [
+        u
+        for n in one.done_names()
+        for u in one.read(n, columns=["source_url"]).column("source_url").to_pylist()
+    ]
+    assert urls == [f"u{k}" for k in range(len(data))]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -52,10 +53,6 @@ class SourceItem:
     key: str
     url: str
     load: Callable[[], bytes]
-
-
-def _constant(data: bytes) -> Callable[[], bytes]:
-    return lambda: data
 
 
 def _failing(reason: str, detail: str) -> Callable[[], bytes]:
@@ -165,36 +162,67 @@ def tar_source(patterns: Sequence[str | Path]) -> Iterator[SourceItem]:
             yield SourceItem(f"{path.name}:{stem}", url, _read_range(path, offset, size))
 
 
-def _cell_bytes(cell: Any) -> bytes:
+def _cell_bytes(cell: Any, where: str) -> bytes:
     if isinstance(cell, dict):
         data = cell.get("bytes")
         if data is None and cell.get("path"):
-            return Path(cell["path"]).read_bytes()
+            try:
+                return Path(cell["path"]).read_bytes()
+            except OSError as error:
+                raise DownloadError("unreadable", f"{where}: {error}") from None
         return data or b""
     return cell or b""
+
+
+class _RowGroupReader:
+    """Reads one column of a parquet file a row group at a time, keeping the last group (thread-safe):
+    the items of a shard are consecutive rows, so each group is read once."""
+
+    def __init__(self, path: Path, column: str) -> None:
+        self.path = path
+        self.column = column
+        self.lock = threading.Lock()
+        self.group: int | None = None
+        self.values: list[Any] = []
+
+    def load(self, group: int, index: int, row: int) -> Callable[[], bytes]:
+        def read() -> bytes:
+            with self.lock:
+                if self.group != group:
+                    table = pq.ParquetFile(self.path).read_row_group(group, columns=[self.column])
+                    self.values = table.column(self.column).to_pylist()
+                    self.group = group
+                cell = self.values[index]
+            return _cell_bytes(cell, f"{self.path} row {row}")
+
+        return read
 
 
 def parquet_source(
     patterns: Sequence[str | Path], image_column: str = "image", url_column: str | None = "url"
 ) -> Iterator[SourceItem]:
     """Rows of parquet files; ``image_column`` holds bytes or a ``{"bytes", "path"}`` struct (the
-    ``datasets`` Image layout); ``url_column`` (optional) the URL."""
+    ``datasets`` Image layout); ``url_column`` (optional) the URL.
+
+    Listing reads only the URL column; image bytes are read a row group at a time when their shard is
+    processed, so workers skipping shards (``--shard i/n``) do not read them."""
     for path in _expand(patterns, (".parquet",)):
         file = pq.ParquetFile(path)
         names = file.schema_arrow.names
         if image_column not in names:
             raise KeyError(f"{path}: no column {image_column!r} (columns: {names}); set --image-column")
-        columns = [image_column] + ([url_column] if url_column and url_column in names else [])
+        has_url = bool(url_column) and url_column in names
+        reader = _RowGroupReader(path, image_column)
         row = 0
-        for batch in file.iter_batches(columns=columns, batch_size=256):
-            data = batch.to_pydict()
-            for i, cell in enumerate(data[image_column]):
-                url = str(data[url_column][i] or "") if len(columns) > 1 else ""
-                try:
-                    load = _constant(_cell_bytes(cell))
-                except OSError as error:
-                    load = _failing("unreadable", f"{path} row {row}: {error}")
-                yield SourceItem(f"{path.name}:{row}", url, load)
+        for group in range(file.num_row_groups):
+            size = file.metadata.row_group(group).num_rows
+            urls = (
+                file.read_row_group(group, columns=[url_column]).column(url_column).to_pylist()
+                if has_url
+                else [""] * size
+            )
+            for index in range(size):
+                yield SourceItem(f"{path.name}:{row}", str(urls[index] or ""), reader.load(group, index, row))
                 row += 1
 
 
@@ -202,7 +230,8 @@ def dataset_source(
     name_or_path: str, split: str = "train", image_column: str = "image", url_column: str | None = "url"
 ) -> Iterator[SourceItem]:
     """Rows of a ``datasets`` data set: a folder saved with ``save_to_disk``, or anything
-    ``load_dataset`` takes (a local folder or a hub id in the local cache)."""
+    ``load_dataset`` takes (a local folder or a hub id in the local cache). Image bytes are read
+    (from the memory-mapped arrow files) when their shard is processed."""
     import datasets
 
     path = Path(name_or_path)
@@ -215,13 +244,14 @@ def dataset_source(
         raise KeyError(f"data set {name_or_path}: no column {image_column!r} (columns: {ds.column_names})")
     if isinstance(ds.features[image_column], datasets.Image):
         ds = ds.cast_column(image_column, datasets.Image(decode=False))
-    has_url = bool(url_column) and url_column in ds.column_names
-    for index, row in enumerate(ds.select_columns([image_column] + ([url_column] if has_url else []))):
-        yield SourceItem(
-            f"{split}:{index}",
-            str(row[url_column] or "") if has_url else "",
-            _constant(_cell_bytes(row[image_column])),
-        )
+    images = ds.select_columns([image_column])
+    urls = ds[url_column] if bool(url_column) and url_column in ds.column_names else [""] * len(ds)
+
+    def load(index: int) -> Callable[[], bytes]:
+        return lambda: _cell_bytes(images[index][image_column], f"{name_or_path} {split} row {index}")
+
+    for index, url in enumerate(urls):
+        yield SourceItem(f"{split}:{index}", str(url or ""), load(index))
 
 
 def _fetch(url: str, timeout: float, retries: int, user_agent: str) -> bytes:
