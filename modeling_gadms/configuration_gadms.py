@@ -169,11 +169,16 @@ class GADMSConfig(PreTrainedConfig):
         """A very small GA-DMS (2-layer towers of width 64, 16-pixel patches) for tests and CPU demos.
 
         `vocab_size` is the tokenizer's length; the special ids follow the GA-DMS layout
-        (`<|mask|>`, `<|startoftext|>`, `<|endoftext|>` are the last three ids).
+        (`<|mask|>`, `<|startoftext|>`, `<|endoftext|>` are the last three ids). `text_config` / `vision_config`
+        given as dicts are merged into the tiny towers (e.g. `text_config={"hidden_size": 128}`).
         """
         tower = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
         text = {**tower, "vocab_size": vocab_size, "bos_token_id": vocab_size - 2, "eos_token_id": vocab_size - 1}
         vision = {**tower, "image_size": list(image_size), "patch_size": 16}
+        if isinstance(kwargs.get("text_config"), dict):
+            text.update(kwargs.pop("text_config"))
+        if isinstance(kwargs.get("vision_config"), dict):
+            vision.update(kwargs.pop("vision_config"))
         defaults = {
             "text_config": text,
             "vision_config": vision,

@@ -1,0 +1,216 @@
+"""Training scripts end to end on a tiny model and tiny synthetic data: accelerate launch, two processes, exact
+resume, LoRA, corrupt images, the model card and the hub upload call."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(REPO))
+    return env
+
+
+def _run(command, timeout=600):
+    result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
+    return result
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A tiny synthetic WebPerson folder and a CUHK-PEDES-format folder."""
+    from dataset_builders.synthetic import SyntheticPersonConfig, write_cuhk_pedes, write_webperson
+
+    root = tmp_path_factory.mktemp("data")
+    config = SyntheticPersonConfig(num_identities=20, images_per_identity=2, image_size=(64, 32), seed=1,
+                                   split_fractions=(0.6, 0.2, 0.2))
+    return {"webperson": write_webperson(config, root / "webperson"), "cuhk": write_cuhk_pedes(config, root / "cuhk")}
+
+
+def _config(path, **values):
+    base = {"objective": "gadms", "model": "tiny", "image_size": [64, 32], "epochs": 2, "batch_size": 6,
+            "learning_rate": 1.0e-3, "adam_eps": 1.0e-8, "warmup_epochs": 0.5, "log_every_steps": 1,
+            "eval_batch_size": 64, "seed": 3}
+    base.update(values)
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
+def _weights(directory):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(directory) / "model.safetensors"))
+
+
+def test_pretrain_with_accelerate_launch(data, tmp_path):
+    config = _config(tmp_path / "c.yaml", data=str(data["webperson"]), output_dir=str(tmp_path / "out"), keep_last=1)
+    result = _run([str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "1", "training/pretrain.py",
+                   "--config", str(config)])
+    out = tmp_path / "out"
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(summary["last"]) == {"R1", "R5", "R10", "mAP", "mINP"}
+    assert (out / "training_config.yaml").is_file() and (out / "results.json").is_file()
+    assert len(list((out / "checkpoints").iterdir())) == 1  # keep_last
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert any("sdm_loss" in r and "mtp_loss" in r for r in log) and any("val_R1" in r for r in log)
+    from transformers import AutoModel
+
+    import modeling_gadms  # noqa: F401
+
+    model = AutoModel.from_pretrained(out / "last")
+    assert model.config.image_size == (64, 32)
+    card = (out / "last" / "README.md").read_text()
+    assert "model-index" in card and "R1" in card
+    assert (out / "best" / "config.json").is_file()
+
+
+def test_finetune_with_accelerate_launch(data, tmp_path):
+    config = _config(tmp_path / "c.yaml", objective="irra", benchmark="cuhk-pedes", data_root=str(data["cuhk"]),
+                     output_dir=str(tmp_path / "ft"), epochs=1)
+    result = _run([str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "1", "training/finetune.py",
+                   "--config", str(config)])
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["last"]["R1"] >= 0
+    log = [json.loads(line) for line in (tmp_path / "ft" / "log.jsonl").read_text().splitlines()]
+    assert any("id_loss" in r and "mlm_loss" in r for r in log)
+
+
+def test_two_processes_share_one_score_bank(data, tmp_path):
+    config = _config(tmp_path / "c.yaml", data=str(data["webperson"]), output_dir=str(tmp_path / "ddp"), epochs=1,
+                     batch_size=4, eval_split=None, test_split=None)
+    env_launch = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", "29533", "training/pretrain.py",
+                  "--config", str(config)]
+    result = subprocess.run(env_launch, cwd=REPO, env={**_env(), "ACCELERATE_USE_CPU": "true"}, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    digests = results["score_bank_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert results["score_bank_updated_rows"] > 0
+
+
+def test_resume_mid_epoch_gives_the_same_weights(data, tmp_path):
+    common = dict(data=str(data["webperson"]), eval_split=None, test_split=None, epochs=2, save_every_steps=3,
+                  batch_size=4)
+    full = _config(tmp_path / "full.yaml", output_dir=str(tmp_path / "full"), **common)
+    part = _config(tmp_path / "part.yaml", output_dir=str(tmp_path / "part"), **common)
+    launch = [str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "1", "training/pretrain.py"]
+    _run(launch + ["--config", str(full), "--max-steps", "7"])
+    _run(launch + ["--config", str(part), "--max-steps", "3"])  # stops after step 3 (mid-epoch), checkpointed
+    assert (tmp_path / "part" / "checkpoints" / "checkpoint-3").is_dir()
+    _run(launch + ["--config", str(part), "--max-steps", "7", "--resume", "latest"])
+    a, b = _weights(tmp_path / "full" / "last"), _weights(tmp_path / "part" / "last")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    bank = [torch.load(tmp_path / run / "checkpoints" / "checkpoint-7" / "custom_checkpoint_2.pkl", weights_only=False)
+            for run in ("full", "part")]
+    assert torch.equal(bank[0]["scores"], bank[1]["scores"])
+
+
+def test_lora_train_save_reload_merge(data, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    import modeling_gadms  # noqa: F401
+    from training.pretrain import main
+
+    base = tmp_path / "base"
+    main(["--config", str(_config(tmp_path / "b.yaml", data=str(data["webperson"]), output_dir=str(base),
+                                  epochs=1, eval_split=None, test_split=None))])
+    lora_out = tmp_path / "lora"
+    main(["--config", str(_config(tmp_path / "l.yaml", data=str(data["webperson"]), output_dir=str(lora_out),
+                                  model=str(base / "last"), epochs=1, eval_split=None, lora_rank=4)),
+          "--lora", "--merge-lora"])
+    adapter = lora_out / "last"
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    reloaded = PeftModel.from_pretrained(AutoModel.from_pretrained(base / "last"), adapter).eval()
+    merged = AutoModel.from_pretrained(adapter / "merged").eval()
+    ids = torch.randint(1, 50, (2, 77))
+    ids[:, 0], ids[:, 5], ids[:, 6:] = merged.config.text_config.bos_token_id, merged.config.text_config.eos_token_id, 0
+    with torch.no_grad():
+        a = reloaded.get_base_model().get_text_features(ids)
+        b = merged.get_text_features(ids)
+        plain = AutoModel.from_pretrained(base / "last").eval().get_text_features(ids)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(a, plain)  # the adapters changed the model
+
+
+def test_corrupt_images_are_skipped_and_counted(tmp_path):
+    import datasets
+    from PIL import Image
+
+    from training.pretrain import main
+
+    rows = {"image": [], "caption1": [], "caption2": []}
+    colours = ["red", "blue", "green", "black", "white", "yellow", "pink", "gray"]
+    for index, colour in enumerate(colours):
+        buffer = io.BytesIO()
+        Image.new("RGB", (32, 64), colour).save(buffer, format="JPEG")
+        payload = buffer.getvalue() if index not in (2, 5) else b"this is not a jpeg"
+        rows["image"].append({"bytes": payload, "path": f"img{index}.jpg"})
+        rows["caption1"].append(f"a person in {colour}")
+        rows["caption2"].append(f"someone wearing {colour} clothes")
+    features = datasets.Features({"image": datasets.Image(), "caption1": datasets.Value("string"),
+                                  "caption2": datasets.Value("string")})
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "train.parquet"))
+    out = tmp_path / "out"
+    main(["--config", str(_config(tmp_path / "c.yaml", data=str(tmp_path / "train.parquet"), output_dir=str(out),
+                                  epochs=1, batch_size=4, eval_split=None, test_split=None))])
+    results = json.loads((out / "results.json").read_text())
+    assert results["skipped_images"] == 4  # two corrupt images x two captions, one epoch
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["skipped_images"] == 4
+
+
+def test_push_to_hub_up_to_the_upload_call(tmp_path):
+    from training.hub import push_model
+
+    (tmp_path / "config.json").write_text("{}")
+    api = mock.Mock()
+    push_model(tmp_path, "org/gadms-test", private=True, api=api)
+    api.create_repo.assert_called_once_with("org/gadms-test", private=True, exist_ok=True, repo_type="model")
+    kwargs = api.upload_folder.call_args.kwargs
+    assert kwargs["repo_id"] == "org/gadms-test" and kwargs["folder_path"] == str(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a saved model directory"):
+        push_model(tmp_path / "missing", "org/x", api=api)
+
+
+def test_config_errors(tmp_path):
+    from training.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("objective: gadms\nbatchsize: 3\n")
+    with pytest.raises(ValueError, match=r"unknown training config keys in .*c.yaml: \['batchsize'\]"):
+        load_config(path)
+    with pytest.raises(ValueError, match="objective must be one of"):
+        load_config(None, ["objective=clip"])
+    config = load_config(None, ["learning_rate=1e-4", "image_size=[96, 32]", "model_overrides.gass_variant=released"])
+    assert config.learning_rate == 1e-4 and config.image_size == [96, 32]
+    assert config.model_overrides == {"gass_variant": "released"}
+
+
+def test_schedule_warmup_then_cosine():
+    from training.config import TrainingConfig
+    from training.trainer import warmup_cosine
+
+    config = TrainingConfig(epochs=10, warmup_epochs=2, warmup_start_factor=0.1)
+    factor = warmup_cosine(config, steps_per_epoch=10)
+    assert factor(0) == pytest.approx(0.1) and factor(10) == pytest.approx(0.55) and factor(20) == pytest.approx(1.0)
+    assert factor(60) == pytest.approx(0.5) and factor(100) == pytest.approx(0.0, abs=1e-12)
+    per_epoch = warmup_cosine(TrainingConfig(epochs=10, warmup_epochs=2, schedule_unit="epoch"), steps_per_epoch=10)
+    assert per_epoch(5) == per_epoch(0) and per_epoch(15) == pytest.approx(0.55)

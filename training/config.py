@@ -1,0 +1,146 @@
+"""Training configuration: one dataclass, loaded from a YAML preset in `configs/` with `--set key=value` overrides.
+
+The effective configuration is written next to the checkpoints (`<output_dir>/training_config.yaml`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+OBJECTIVES = ("gadms", "irra")
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+@dataclass
+class TrainingConfig:
+    """Everything a pretraining or fine-tuning run needs. Field names are the YAML keys.
+
+    Model: `model` is a GA-DMS directory or hub id (for example a converted CLIP), or `"tiny"` for a small model
+    built from scratch with a vocabulary of the training captions (CPU demos); `model_preset` and
+    `model_overrides` apply to a fresh model's `GADMSConfig`.
+    Data: `data` is a WebPerson-schema data set (hub id, local folder or parquet files) for pretraining; for
+    fine-tuning, `benchmark` and `data_root` name a benchmark loaded by `evaluation.benchmarks`.
+    """
+
+    objective: str = "gadms"
+    model: str = "tiny"
+    model_preset: str = "paper"
+    model_overrides: dict = field(default_factory=dict)
+    image_size: list = field(default_factory=lambda: [384, 128])
+
+    data: str | None = None
+    data_split: str = "train"
+    eval_split: str | None = "validation"
+    test_split: str | None = "test"
+    benchmark: str | None = None
+    data_root: str | None = None
+    max_train_samples: int | None = None
+
+    epochs: int = 30
+    batch_size: int = 128
+    learning_rate: float = 1e-5
+    weight_decay: float = 4e-5
+    adam_betas: list = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = 1e-3
+    warmup_epochs: float = 5.0
+    warmup_start_factor: float = 0.1
+    schedule_unit: str = "step"
+    max_steps: int | None = None
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float | None = None
+    mixed_precision: str = "no"
+    activation_checkpointing: bool = False
+    augment: bool = True
+    num_workers: int = 0
+    seed: int = 42
+
+    output_dir: str = "outputs/run"
+    save_every_steps: int | None = None
+    keep_last: int = 2
+    log_every_steps: int = 10
+    eval_every_epochs: int = 1
+    eval_batch_size: int = 256
+
+    lora: bool = False
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str = r".*(text_model|vision_model)\.encoder\.layers\.\d+\.self_attn\.(q_proj|v_proj)"
+    lora_modules_to_save: list = field(default_factory=lambda: ["classifier"])
+    merge_lora: bool = False
+
+    push_to_hub: str | None = None
+    hub_private: bool = True
+
+    def __post_init__(self):
+        for f in fields(self):  # YAML reads `1e-4` (no dot) as a string: coerce numeric fields
+            value = getattr(self, f.name)
+            if isinstance(value, str) and isinstance(f.default, (int, float)) and not isinstance(f.default, bool):
+                try:
+                    setattr(self, f.name, type(f.default)(float(value)) if isinstance(f.default, int) else float(value))
+                except ValueError:
+                    raise ValueError(f"{f.name} must be a number, got {value!r}") from None
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
+        if self.schedule_unit not in ("step", "epoch"):
+            raise ValueError(f"schedule_unit must be 'step' or 'epoch', got {self.schedule_unit!r}")
+        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "keep_last", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if len(self.image_size) != 2:
+            raise ValueError(f"image_size must be [height, width], got {self.image_size}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key=value` with the value parsed as YAML (`lr=1e-4`, `lora=true`, `image_size=[96,32]`)."""
+    if "=" not in text:
+        raise ValueError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **values) -> TrainingConfig:
+    """Build a [`TrainingConfig`] from a YAML file, then `--set` overrides, then keyword values (CLI flags).
+
+    Unknown keys raise a `ValueError` that names them and the file.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"training config not found: {path}")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a training config must be a YAML mapping")
+        data.update(loaded)
+    for item in overrides or []:
+        key, value = parse_override(item)
+        if key.startswith("model_overrides."):
+            data.setdefault("model_overrides", {})[key.split(".", 1)[1]] = value
+        else:
+            data[key] = value
+    data.update({k: v for k, v in values.items() if v is not None})
+    known = {f.name for f in fields(TrainingConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        source = f" in {path}" if path else ""
+        raise ValueError(f"unknown training config keys{source}: {unknown}")
+    return TrainingConfig(**data)
+
+
+__all__ = ["TrainingConfig", "load_config", "parse_override"]

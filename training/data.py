@@ -1,0 +1,184 @@
+"""The training data path: one sample per caption, torchvision v2 augmentation, skipping of unreadable images.
+
+Augmentation is a pure function of (seed, epoch, sample index), so a run resumed mid-epoch, or one with more
+data-loader workers, sees exactly the same pixels as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset, Sampler
+from torchvision.transforms import v2
+
+from modeling_gadms.processing_gadms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+logger = logging.getLogger(__name__)
+
+
+def training_transform(height: int, width: int, augment: bool = True) -> v2.Compose:
+    """SPEC section 6: resize to `height x width` (bicubic), horizontal flip 0.5, pad 10 + random crop,
+    CLIP mean/std, random erasing (scale 0.02-0.4, filled with the CLIP mean as the released code does).
+    Without `augment`: resize and normalise only (the test transform)."""
+    steps = [v2.ToImage(), v2.Resize((height, width), interpolation=v2.InterpolationMode.BICUBIC, antialias=True)]
+    if augment:
+        steps += [v2.RandomHorizontalFlip(0.5), v2.Pad(10), v2.RandomCrop((height, width))]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)]
+    if augment:
+        steps.append(v2.RandomErasing(scale=(0.02, 0.4), value=OPENAI_CLIP_MEAN))
+    return v2.Compose(steps)
+
+
+def load_image(value) -> Image.Image:
+    """An RGB PIL image from a data set cell: a PIL image, `{"bytes", "path"}` (datasets' undecoded Image), or a path.
+
+    Raises `OSError` / `ValueError` for unreadable data, naming the path when there is one.
+    """
+    if isinstance(value, Image.Image):
+        image = value
+    elif isinstance(value, dict) and (value.get("bytes") or value.get("path")):
+        source = io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
+        image = Image.open(source)
+    elif isinstance(value, (str, Path)):
+        image = Image.open(value)
+    else:
+        raise ValueError(f"not an image: {type(value).__name__}")
+    image.load()
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+class CaptionSamples(Dataset):
+    """Training samples, one per caption, over a `datasets.Dataset` of images with one or more caption columns.
+
+    Sample `i` is row `i // C`, caption column `i % C` (C caption columns); its person id is the row's
+    `id_column` value, or the row index when the column is absent (every image its own identity, as in
+    WebPerson). Items are dicts with `pixel_values`, `caption`, `person_id` and `sample_index` (the score-bank
+    index); an unreadable image gives `{"skipped": description}` instead, which the collator drops and counts.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        transform,
+        caption_columns: Sequence[str] = ("caption1", "caption2"),
+        id_column: str | None = "person_id",
+        image_column: str = "image",
+        seed: int = 0,
+    ):
+        missing = [c for c in [*caption_columns, image_column] if c not in dataset.column_names]
+        if missing:
+            raise ValueError(f"the training data has no column(s) {missing}; it has {dataset.column_names}")
+        from datasets import Image as ImageFeature
+
+        if isinstance(dataset.features.get(image_column), ImageFeature):
+            dataset = dataset.cast_column(image_column, ImageFeature(decode=False))  # decode (and fail) here
+        self.dataset = dataset
+        self.transform = transform
+        self.caption_columns = tuple(caption_columns)
+        self.image_column = image_column
+        self.id_column = id_column if id_column in dataset.column_names else None
+        self.seed = seed
+        self.epoch = 0
+        if self.id_column is not None:
+            ids = dataset[self.id_column]
+            self.identities = sorted(set(ids))
+        else:
+            self.identities = None
+
+    def __len__(self) -> int:
+        return len(self.dataset) * len(self.caption_columns)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentations depend on the epoch (and seed and index) only."""
+        self.epoch = epoch
+
+    @property
+    def num_identities(self) -> int:
+        return len(self.identities) if self.identities is not None else len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        row_index, column = divmod(index, len(self.caption_columns))
+        row = self.dataset[row_index]
+        try:
+            image = load_image(row[self.image_column])
+        except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as error:
+            cell = row[self.image_column]
+            where = cell.get("path") if isinstance(cell, dict) else None
+            return {"skipped": f"row {row_index}{f' ({where})' if where else ''}: {error}"}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+            pixels = self.transform(image)
+        person = row[self.id_column] if self.id_column is not None else row_index
+        return {
+            "pixel_values": pixels,
+            "caption": row[self.caption_columns[column]],
+            "person_id": person,
+            "sample_index": index,
+        }
+
+
+class Collator:
+    """Stack images, tokenize captions with the GA-DMS processor, map person ids to contiguous labels,
+    and drop (and count) unreadable samples."""
+
+    def __init__(self, processor, identity_labels: dict | None = None):
+        self.processor = processor
+        self.identity_labels = identity_labels
+
+    def __call__(self, items: list[dict]) -> dict:
+        kept = [item for item in items if "skipped" not in item]
+        skipped = [item["skipped"] for item in items if "skipped" in item]
+        batch = {"skipped": skipped}
+        if not kept:
+            return batch
+        text = self.processor(text=[item["caption"] for item in kept], return_tensors="pt")
+        persons = [item["person_id"] for item in kept]
+        if self.identity_labels is not None:
+            persons = [self.identity_labels[p] for p in persons]
+        batch.update(
+            pixel_values=torch.stack([item["pixel_values"] for item in kept]),
+            input_ids=text["input_ids"],
+            attention_mask=text["attention_mask"],
+            person_ids=torch.as_tensor(persons, dtype=torch.long),
+            sample_index=torch.as_tensor([item["sample_index"] for item in kept], dtype=torch.long),
+        )
+        return batch
+
+
+class EpochSampler(Sampler):
+    """A random permutation that depends only on (seed, epoch): resumable and identical on every process."""
+
+    def __init__(self, length: int, seed: int = 0, shuffle: bool = True):
+        self.length, self.seed, self.shuffle, self.epoch = length, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.length))
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.length, generator=generator).tolist())
+
+
+def load_training_table(source: str, split: str = "train"):
+    """A WebPerson-schema split: a hub id or local folder (`load_dataset`), or parquet file(s) / a glob."""
+    from datasets import load_dataset
+
+    if source.endswith(".parquet") or "*" in source:
+        return load_dataset("parquet", data_files=source, split="train")
+    path = Path(source)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"training data {source!r} is a file but not a .parquet file")
+    return load_dataset(source, split=split)
+
+
+__all__ = ["CaptionSamples", "Collator", "EpochSampler", "load_image", "load_training_table", "training_transform"]

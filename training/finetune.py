@@ -1,0 +1,49 @@
+"""Fine-tuning (IRRA recipe: SDM + identity loss + random MLM) on a text-to-person benchmark.
+
+    accelerate launch training/finetune.py --config configs/finetune_cuhk_pedes.yaml \\
+        --set model=path/to/gadms-pretrained --set data_root=data/CUHK-PEDES
+
+Starts from a GA-DMS model directory, a hub id or a converted CLIP (`python -m modeling_gadms.convert`).
+Checkpoints are selected on the validation split (ICFG-PEDES: carved from training identities), then the last
+and the best are evaluated on test.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.cli import build_parser, parse, run  # noqa: E402
+from training.data import CaptionSamples, Collator, training_transform  # noqa: E402
+from training.trainer import Trainer, build_model  # noqa: E402
+
+
+def main(argv=None) -> dict:
+    from evaluation import evaluation_view, load_benchmark
+
+    parser = build_parser(__doc__.splitlines()[0], "configs/finetune_cuhk_pedes.yaml")
+    args, config = parse(parser, argv)
+    if not config.benchmark or not config.data_root:
+        parser.error("set `benchmark` (cuhk-pedes, icfg-pedes, rstpreid, ufine6926) and `data_root`")
+    splits = load_benchmark(config.benchmark, config.data_root)
+    train = splits[config.data_split]
+    if config.max_train_samples:
+        train = train.select(range(min(config.max_train_samples, len(train))))
+    height, width = config.image_size
+    samples = CaptionSamples(train, training_transform(height, width, config.augment), caption_columns=("caption",),
+                             id_column="label", seed=config.seed)
+    labels = {label: label for label in samples.identities}
+    captions = list(train["caption"]) if config.model == "tiny" else None
+    model, processor = build_model(config, captions=captions, num_identities=max(labels) + 1)
+    eval_split = evaluation_view(splits["validation"]) if config.eval_split and "validation" in splits else None
+    test_split = evaluation_view(splits["test"]) if config.test_split and "test" in splits else None
+    trainer = Trainer(config, model, processor, samples, eval_split=eval_split, test_split=test_split,
+                      collator=Collator(processor))
+    return run(trainer, args.resume)
+
+
+if __name__ == "__main__":
+    main()

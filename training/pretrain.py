@@ -1,0 +1,59 @@
+"""GA-DMS pretraining on data in the WebPerson schema (image, caption1, caption2; optional person_id).
+
+    accelerate launch training/pretrain.py --config configs/pretrain_paper.yaml --set data=org/webperson
+
+Each image gives two samples (one per caption) of the same identity. Evaluation each epoch on the data's
+`validation` split (or on a benchmark's validation split with `benchmark` / `data_root`), never on test.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python training/pretrain.py` / `accelerate launch training/pretrain.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.cli import build_parser, parse, run  # noqa: E402
+from training.data import CaptionSamples, load_training_table, training_transform  # noqa: E402
+from training.trainer import Trainer, build_model  # noqa: E402
+from training.validation import webperson_view  # noqa: E402
+
+
+def retrieval_split(config, split: str | None):
+    """The evaluation view of a split: the WebPerson data's own, or a benchmark's when `benchmark` is set."""
+    if not split:
+        return None
+    if config.benchmark:
+        from evaluation import load_retrieval_split
+
+        return load_retrieval_split(config.benchmark, config.data_root, split=split)
+    try:
+        return webperson_view(load_training_table(config.data, split))
+    except ValueError as error:  # the data has no such split
+        if "split" in str(error).lower():
+            return None
+        raise
+
+
+def main(argv=None) -> dict:
+    parser = build_parser(__doc__.splitlines()[0], "configs/pretrain_paper.yaml")
+    args, config = parse(parser, argv)
+    if config.objective != "gadms":
+        parser.error("pretrain.py trains the GA-DMS objective (objective: gadms)")
+    if not config.data:
+        parser.error("no training data: set `data` (hub id, folder or parquet files), e.g. --set data=org/webperson")
+    table = load_training_table(config.data, config.data_split)
+    if config.max_train_samples:
+        table = table.select(range(min(config.max_train_samples, len(table))))
+    height, width = config.image_size
+    samples = CaptionSamples(table, training_transform(height, width, config.augment), seed=config.seed)
+    captions = list(table["caption1"]) + list(table["caption2"]) if config.model == "tiny" else None
+    model, processor = build_model(config, captions=captions)
+    trainer = Trainer(config, model, processor, samples, eval_split=retrieval_split(config, config.eval_split),
+                      test_split=retrieval_split(config, config.test_split))
+    return run(trainer, args.resume)
+
+
+if __name__ == "__main__":
+    main()

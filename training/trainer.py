@@ -1,0 +1,461 @@
+"""The training loop shared by `pretrain.py` and `finetune.py`, on accelerate.
+
+One process or many (DDP, FSDP or DeepSpeed through `accelerate config`), CPU or GPU, mixed precision, gradient
+accumulation, activation checkpointing, LoRA. Checkpoints are written atomically and resume mid-epoch to the
+same result as an uninterrupted run: model, optimizer, scheduler, RNG, data order and the GASS score bank are
+all restored, and augmentations are a function of (seed, epoch, sample).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from modeling_gadms import PRESETS, GADMSConfig, GADMSModel, GADMSProcessor, ScoreBank, person_image_processor
+from modeling_gadms.tokenization import build_tokenizer, merges_for_words
+
+from .config import TrainingConfig
+from .data import CaptionSamples, Collator, EpochSampler, training_transform
+
+logger = logging.getLogger(__name__)
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class TrainState:
+    """Counters saved with every checkpoint."""
+
+    global_step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    skipped_images: int = 0
+    best_metric: float = -1.0
+    best_epoch: int = -1
+
+    def state_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+class GeneratorState:
+    """A `torch.Generator` (the masks' random stream) that checkpoints with the training state."""
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["state"])
+
+
+def warmup_cosine(config: TrainingConfig, steps_per_epoch: int):
+    """LR factor: linear warm-up from `warmup_start_factor` over `warmup_epochs`, then cosine to 0 (SPEC section 6).
+
+    With `schedule_unit="epoch"` the factor changes once per epoch, as in the released code.
+    """
+    total = config.epochs
+
+    def factor(step: int) -> float:
+        epoch = step / max(steps_per_epoch, 1)
+        if config.schedule_unit == "epoch":
+            epoch = math.floor(epoch)
+        if epoch < config.warmup_epochs:
+            start = config.warmup_start_factor
+            return start + (1 - start) * epoch / config.warmup_epochs
+        span = max(total - config.warmup_epochs, 1e-8)
+        progress = min((epoch - config.warmup_epochs) / span, 1.0)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def words_of(captions) -> list[str]:
+    """The words and punctuation marks of captions, for a small from-scratch vocabulary."""
+    return sorted({w for c in captions for w in re.findall(r"[a-z]+|[^\sa-z]", c.lower())})
+
+
+def build_model(config: TrainingConfig, captions=None, num_identities: int = 0):
+    """The model and processor a run starts from: `config.model` (a directory or hub id) or a fresh tiny one."""
+    import modeling_gadms  # noqa: F401  (registers the Auto classes)
+    from transformers import AutoModel, AutoProcessor
+
+    height, width = config.image_size
+    if config.model == "tiny":
+        if captions is None:
+            raise ValueError("model: tiny builds its vocabulary from the training captions, none were given")
+        tokenizer = build_tokenizer(merges_for_words(words_of(captions)))
+        preset = PRESETS[config.model_preset] if config.model_preset else {}
+        model_config = GADMSConfig.tiny(vocab_size=len(tokenizer), image_size=(height, width),
+                                        num_identities=num_identities, **{**preset, **config.model_overrides})
+        model = GADMSModel(model_config)
+        processor = GADMSProcessor(person_image_processor(height, width), tokenizer)
+        return model, processor
+    overrides = dict(config.model_overrides)
+    if num_identities:
+        overrides["num_identities"] = num_identities
+    model = AutoModel.from_pretrained(config.model, **overrides)
+    processor = AutoProcessor.from_pretrained(config.model)
+    if tuple(model.config.image_size) != (height, width):
+        raise ValueError(
+            f"{config.model} takes {model.config.image_size} inputs but image_size is {config.image_size}; "
+            "set image_size to the model's or convert the model at that size"
+        )
+    return model, processor
+
+
+class Trainer:
+    """Runs one training job described by a [`TrainingConfig`].
+
+    `train_samples` is a [`CaptionSamples`]; `eval_split` / `test_split` are `evaluation.RetrievalSplit`s
+    (gallery images and caption queries) used each epoch (validation) and at the end (test).
+    """
+
+    def __init__(self, config: TrainingConfig, model, processor, train_samples: CaptionSamples,
+                 eval_split=None, test_split=None, collator=None):
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration, set_seed
+
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        trackers = ["tensorboard"] if _tensorboard_available() else []
+        self.accelerator = Accelerator(
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            log_with=trackers or None,
+            project_config=ProjectConfiguration(project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")),
+        )
+        set_seed(config.seed)
+        self.processor = processor
+        self.train_samples = train_samples
+        self.eval_split, self.test_split = eval_split, test_split
+        self.state = TrainState()
+
+        if config.activation_checkpointing:
+            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            enable()
+        self.score_bank = None
+        if config.objective == "gadms":
+            self.score_bank = ScoreBank.from_config(model.config, num_samples=len(train_samples))
+            model.attach_score_bank(self.score_bank)
+        if config.lora:
+            model = self._wrap_lora(model)
+        self.sampler = EpochSampler(len(train_samples), seed=config.seed)
+        loader = DataLoader(
+            train_samples,
+            batch_size=config.batch_size,
+            sampler=self.sampler,
+            num_workers=config.num_workers,
+            collate_fn=collator or Collator(processor),
+            drop_last=True,
+            generator=torch.Generator().manual_seed(config.seed),  # iterator creation never touches the global RNG
+            persistent_workers=False,
+        )
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, betas=tuple(config.adam_betas),
+                                     eps=config.adam_eps, weight_decay=config.weight_decay)
+        self.steps_per_epoch = max(len(loader) // config.gradient_accumulation_steps, 1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config, self.steps_per_epoch))
+        self.model, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
+            model, optimizer, loader, scheduler
+        )
+        # masks draw from their own stream (one per process), so nothing else that uses the global RNG (data-loader
+        # iterators, evaluation) can shift them, and a resumed run continues the same stream
+        self.masks = GeneratorState(config.seed * 1000 + self.accelerator.process_index)
+        self.accelerator.register_for_checkpointing(self.state)
+        self.accelerator.register_for_checkpointing(self.masks)
+        if self.score_bank is not None:
+            self.accelerator.register_for_checkpointing(self.score_bank)
+        self.log_file = self.output_dir / "log.jsonl"
+
+    # -- setup helpers ------------------------------------------------------------------------------------
+
+    def _wrap_lora(self, model):
+        from peft import LoraConfig, get_peft_model
+
+        c = self.config
+        modules_to_save = [m for m in c.lora_modules_to_save if getattr(model, m, None) is not None]
+        lora = LoraConfig(r=c.lora_rank, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
+                          target_modules=c.lora_target_modules, modules_to_save=modules_to_save or None)
+        model = get_peft_model(model, lora)
+        if self.accelerator.is_main_process:
+            trainable, total = model.get_nb_trainable_parameters()
+            logger.info("LoRA: %s trainable of %s parameters", f"{trainable:,}", f"{total:,}")
+        return model
+
+    def base_model(self) -> GADMSModel:
+        """The GA-DMS model without the accelerate / DDP / peft wrappers."""
+        model = self.accelerator.unwrap_model(self.model)
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    # -- checkpoints --------------------------------------------------------------------------------------
+
+    def checkpoint_dir(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+    def save_checkpoint(self) -> Path:
+        """Save the full training state to `checkpoints/checkpoint-<step>` (written to a temporary folder, then
+        renamed), keeping the last `keep_last`."""
+        final = self.checkpoint_dir() / f"checkpoint-{self.state.global_step}"
+        temporary = self.checkpoint_dir() / f".tmp-checkpoint-{self.state.global_step}"
+        if self.accelerator.is_main_process and temporary.exists():
+            shutil.rmtree(temporary)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(temporary))
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            if final.exists():
+                shutil.rmtree(final)
+            temporary.rename(final)
+            for old in sorted(self._checkpoints())[: -self.config.keep_last]:
+                shutil.rmtree(old[1])
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def _checkpoints(self) -> list[tuple[int, Path]]:
+        if not self.checkpoint_dir().is_dir():
+            return []
+        found = []
+        for path in self.checkpoint_dir().iterdir():
+            match = CHECKPOINT_PATTERN.match(path.name)
+            if match and path.is_dir():
+                found.append((int(match.group(1)), path))
+        return sorted(found)
+
+    def resume(self, which: str) -> None:
+        """Restore the state of `which`: `"latest"` (the newest checkpoint of this output dir) or a path."""
+        if which == "latest":
+            found = self._checkpoints()
+            if not found:
+                logger.warning("--resume latest: no checkpoint in %s, starting from scratch", self.checkpoint_dir())
+                return
+            path = found[-1][1]
+        else:
+            path = Path(which)
+            if not path.is_dir():
+                raise FileNotFoundError(f"checkpoint to resume from not found: {path}")
+        self.accelerator.load_state(str(path))
+        logger.info("resumed from %s (epoch %d, step %d)", path, self.state.epoch, self.state.global_step)
+
+    # -- logging ------------------------------------------------------------------------------------------
+
+    def log(self, values: dict) -> None:
+        self.accelerator.log(values, step=self.state.global_step)
+        if self.accelerator.is_main_process:
+            with open(self.log_file, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"step": self.state.global_step, **values}) + "\n")
+
+    # -- evaluation ---------------------------------------------------------------------------------------
+
+    def evaluate(self, split) -> dict:
+        """Text-to-image retrieval metrics of the current model on a `RetrievalSplit` (main process)."""
+        from .validation import evaluate_split
+
+        model = self.base_model()
+        was_training = model.training
+        model.eval()
+        metrics = evaluate_split(model, self.processor, split, batch_size=self.config.eval_batch_size,
+                                 device=self.accelerator.device)
+        model.train(was_training)
+        return metrics
+
+    # -- the loop -----------------------------------------------------------------------------------------
+
+    def train(self) -> dict:
+        """Train for `config.epochs` (or `max_steps`); evaluate on the validation split each epoch; keep the best."""
+        config, accelerator = self.config, self.accelerator
+        if accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            config.save(self.output_dir / "training_config.yaml")
+        accelerator.init_trackers("gadms", config={k: str(v) for k, v in config.to_dict().items()})
+        total_steps = config.max_steps or self.steps_per_epoch * config.epochs
+        progress = tqdm(total=total_steps, initial=self.state.global_step, disable=not accelerator.is_main_process,
+                        desc=f"{config.objective} training", dynamic_ncols=True)
+        self.model.train()
+        history = []
+        done = self.state.global_step >= total_steps
+        while not done and self.state.epoch < config.epochs:
+            epoch = self.state.epoch
+            self.sampler.set_epoch(epoch)
+            self.train_samples.set_epoch(epoch)
+            loader = self.loader
+            skip = self.state.step_in_epoch * config.gradient_accumulation_steps
+            if skip:
+                loader = accelerator.skip_first_batches(self.loader, skip)
+            started, seen = time.perf_counter(), 0
+            for batch in loader:
+                skipped = batch.pop("skipped")
+                if skipped:
+                    self.state.skipped_images += len(skipped)
+                    for reason in skipped:
+                        logger.warning("skipped unreadable image: %s", reason)
+                if "input_ids" not in batch:
+                    continue
+                with accelerator.accumulate(self.model):
+                    out = self.model(**batch, objective=config.objective, generator=self.masks.generator)
+                    accelerator.backward(out.loss)
+                    if config.max_grad_norm and accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                seen += batch["input_ids"].shape[0] * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
+                self.state.global_step += 1
+                self.state.step_in_epoch += 1
+                progress.update(1)
+                lr = self.scheduler.get_last_lr()[0]
+                rate = seen / max(time.perf_counter() - started, 1e-9)
+                progress.set_postfix(loss=f"{out.loss.item():.3f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
+                if self.state.global_step % config.log_every_steps == 0:
+                    terms = {k: getattr(out, k).item() for k in ("sdm_loss", "mtp_loss", "id_loss", "mlm_loss")
+                             if getattr(out, k) is not None}
+                    self.log({"loss": out.loss.item(), **terms, "lr": lr, "samples_per_s": rate,
+                              "epoch": epoch, "skipped_images": self.state.skipped_images})
+                if config.save_every_steps and self.state.global_step % config.save_every_steps == 0:
+                    self.save_checkpoint()
+                if self.state.global_step >= total_steps:
+                    done = True
+                    break
+            if not done or self.state.step_in_epoch >= self.steps_per_epoch:
+                self.state.epoch += 1
+                self.state.step_in_epoch = 0
+                history.append(self._end_of_epoch(epoch))
+                self.save_checkpoint()
+            elif not self._checkpoints() or self._checkpoints()[-1][0] != self.state.global_step:
+                self.save_checkpoint()  # stopped mid-epoch by max_steps: resumable from here
+        progress.close()
+        return {"history": history, "skipped_images": self.state.skipped_images}
+
+    def _end_of_epoch(self, epoch: int) -> dict:
+        record = {"epoch": epoch}
+        if self.eval_split is not None and (epoch + 1) % self.config.eval_every_epochs == 0:
+            metrics = None
+            if self.accelerator.is_main_process:
+                metrics = self.evaluate(self.eval_split)
+            self.accelerator.wait_for_everyone()
+            metrics = _broadcast(metrics, self.accelerator)
+            record.update({f"val_{k}": v for k, v in metrics.items()})
+            self.log(record)
+            if metrics["R1"] > self.state.best_metric:
+                self.state.best_metric, self.state.best_epoch = metrics["R1"], epoch
+                self.save_model(self.output_dir / "best")
+        return record
+
+    # -- exporting ----------------------------------------------------------------------------------------
+
+    def save_model(self, directory: Path, metrics: dict | None = None, merge: bool | None = None) -> Path:
+        """Save a loadable model directory (weights, processor, code, card); LoRA runs save the adapter, and with
+        `merge` (default `config.merge_lora`) also a merged model under `<directory>/merged`."""
+        from .card import write_model_card
+
+        accelerator = self.accelerator
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            directory = Path(directory)
+            temporary = directory.with_name(f".tmp-{directory.name}")
+            if temporary.exists():
+                shutil.rmtree(temporary)
+            model = accelerator.unwrap_model(self.model)
+            model.save_pretrained(temporary)
+            self.processor.save_pretrained(temporary)
+            if self.config.lora and (self.config.merge_lora if merge is None else merge):
+                merged = _merged_copy(model)
+                merged.save_pretrained(temporary / "merged")
+                self.processor.save_pretrained(temporary / "merged")
+                write_model_card(temporary / "merged", self.config, metrics)
+            write_model_card(temporary, self.config, metrics)
+            if directory.exists():
+                shutil.rmtree(directory)
+            temporary.rename(directory)
+        accelerator.wait_for_everyone()
+        return Path(directory)
+
+    def _score_bank_consistency(self) -> dict:
+        """Digests of every process's score bank (identical when the per-step gathers kept them in sync)."""
+        if self.score_bank is None:
+            return {}
+        from accelerate.utils import gather_object
+
+        digests = gather_object([_bank_digest(self.score_bank)])
+        initial = torch.tensor(self.score_bank.initial_score, dtype=self.score_bank.dtype)
+        updated = int((self.score_bank.scores != initial).any(dim=1).sum())
+        return {"score_bank_digests": digests, "score_bank_updated_rows": updated}
+
+    def finish(self) -> dict:
+        """After training: save the last model, evaluate last and best on the test split, write the cards."""
+        results = {}
+        last_dir = self.output_dir / "last"
+        test_metrics = None
+        if self.test_split is not None and self.accelerator.is_main_process:
+            test_metrics = self.evaluate(self.test_split)
+        results["last"] = test_metrics
+        self.save_model(last_dir, metrics=test_metrics)
+        best_dir = self.output_dir / "best"
+        if self.test_split is not None and best_dir.is_dir() and self.accelerator.is_main_process:
+            from .validation import load_for_evaluation, evaluate_split
+
+            best_model = load_for_evaluation(best_dir, self.config).to(self.accelerator.device)
+            results["best"] = evaluate_split(best_model, self.processor, self.test_split,
+                                             batch_size=self.config.eval_batch_size, device=self.accelerator.device)
+            from .card import write_model_card
+
+            write_model_card(best_dir, self.config, results["best"])
+        consistency = self._score_bank_consistency()
+        if self.accelerator.is_main_process:
+            summary = {**results, "best_epoch": self.state.best_epoch, "skipped_images": self.state.skipped_images,
+                       **consistency}
+            (self.output_dir / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        if self.config.push_to_hub and self.accelerator.is_main_process:
+            from .hub import push_model
+
+            push_model(last_dir, self.config.push_to_hub, private=self.config.hub_private)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()  # closes the trackers (and the process group): last call of a run
+        return results
+
+
+def _bank_digest(bank) -> str:
+    return hashlib.sha1(bank.scores.cpu().numpy().tobytes()).hexdigest()
+
+
+def _merged_copy(peft_model):
+    import copy
+
+    return copy.deepcopy(peft_model).merge_and_unload()
+
+
+def _broadcast(value, accelerator):
+    if accelerator.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def _tensorboard_available() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+__all__ = ["TrainState", "Trainer", "build_model", "warmup_cosine", "words_of"]
