@@ -357,12 +357,14 @@ def test_caption_errors_are_retried_into_the_same_shard(tmp_path):
         assert first["rejected"] == {"caption_error": 2} and first["kept"] == 4
         requests_before = len(server.requests)
         state["down"] = False
-        second = run_caption(work, [captioner], load_bank(), from_stage="detect", progress=False,
-                             retry_errors=True)
+        second = run_caption(
+            work, [captioner], load_bank(), from_stage="detect", progress=False, retry_errors=True
+        )
         assert second["retried_now"] == 2 and second["kept"] == 6 and second["rejected"] == {}
         assert len(server.requests) - requests_before == 2 * 2  # only the failed crops, two captions each
-        again = run_caption(work, [captioner], load_bank(), from_stage="detect", progress=False,
-                            retry_errors=True)
+        again = run_caption(
+            work, [captioner], load_bank(), from_stage="detect", progress=False, retry_errors=True
+        )
         assert again["retried_now"] == 0 and len(server.requests) - requests_before == 4
         run_caption(reference, [captioner], load_bank(), from_stage="detect", progress=False)
     for name in StageStore(reference, "caption").done_names():

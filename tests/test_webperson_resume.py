@@ -228,3 +228,65 @@ def test_resume_refuses_changed_settings_or_source(pool, tmp_path):
         (changed / path.name).write_bytes(path.read_bytes())
     with pytest.raises(ValueError, match="other items for shard 00000"):
         ingest(folder_source(changed), work, shard_size=4, progress=False, settings=None)
+
+
+class FlakyCaptioner(InstantCaptioner):
+    """Raises an ordinary exception (say, out of GPU memory) on its second batch."""
+
+    def __init__(self):
+        super().__init__("c1")
+        self.calls = 0
+
+    def caption(self, crops, prompts, seeds):
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("CUDA out of memory")
+        return super().caption(crops, prompts, seeds)
+
+
+def test_captioner_exception_fails_the_batch_not_the_run(pool, reference, tmp_path):
+    work = tmp_path / "work"
+    full_run(pool, work, captioner=FlakyCaptioner())
+    totals = StageStore(work, "caption").totals()
+    # caption1's second call is shard 00000's second batch (batch_size=3): its one crop fails
+    assert totals["rejected"] == {"caption_error": 1}
+    rejects = StageStore(work, "caption").rejections("00000")
+    assert all("captioner_exception: RuntimeError: CUDA out of memory" in r["detail"] for r in rejects)
+    run_caption(
+        work,
+        [InstantCaptioner("c1"), InstantCaptioner("c2")],
+        load_bank(),
+        batch_size=3,
+        progress=False,
+        retry_errors=True,
+    )
+    assert StageStore(work, "caption").marker("00000")["revision"] == 1
+    assert run_filter(work, progress=False)["processed_now"] == 1  # shard 00000 changed: filtered again
+    assert run_filter(work, progress=False)["processed_now"] == 0
+    assert_same(work, reference)
+
+
+class FlakyDetector(InstantDetector):
+    """Raises an ordinary exception on its third call."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, images):
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("device lost")
+        return super().__call__(images)
+
+
+def test_detector_retry_propagates_through_later_stages(pool, reference, tmp_path):
+    work = tmp_path / "work"
+    full_run(pool, work, detector=FlakyDetector())
+    assert StageStore(work, "detect").totals()["rejected"]["detector_error"] == 4  # one batch of 4 images
+    assert StageStore(work, "filter").totals()["kept"] == 23 - 4
+    manifest = run_detect(work, InstantDetector(), progress=False, retry_errors=True)
+    assert manifest["retried_now"] == 4 and "detector_error" not in manifest["rejected"]
+    full_run(pool, work)  # pose, caption and filter redo the changed shard, and only it
+    assert_same(work, reference)
+    assert StageStore(work, "filter").marker("00002")["revision"] == 1
+    assert StageStore(work, "filter").marker("00001").get("revision", 0) == 0

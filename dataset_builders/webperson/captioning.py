@@ -5,7 +5,8 @@ a randomly drawn template (SPEC section 9.5).
 both are two samplings of it (different templates and seeds). The template and the sampling seed of
 caption ``j`` of crop ``c`` are functions of ``(seed, c, j)`` only, so a resumed or re-sharded run
 asks the same questions. A crop whose captioner failed (endpoint error after retries) is rejected
-with reason ``caption_error`` and the error text.
+with reason ``caption_error`` and the error text (so is a batch whose captioner raised an exception,
+e.g. out of GPU memory); ``--retry-errors`` redoes them later.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pyarrow as pa
 from .prompts import caption_prompt
 from .stage import ShardOutput
 from .template_bank import TemplateBank
-from .vlm import Captioner
+from .vlm import CaptionResult, Captioner
 
 __all__ = ["CAPTION_FIELDS", "draw_template", "make_caption_processor", "sampling_seed"]
 
@@ -74,7 +75,11 @@ def make_caption_processor(
                 templates = [draw_template(bank, seed, ids[i], j) for i in index]
                 prompts = [caption_prompt(t.text, max_words) for t in templates]
                 seeds = [sampling_seed(seed, ids[i], j) for i in index]
-                results = captioner.caption([crops[i] for i in index], prompts, seeds)
+                try:
+                    results = captioner.caption([crops[i] for i in index], prompts, seeds)
+                except Exception as error:  # e.g. out of memory: this batch fails, the run goes on
+                    message = f"{type(error).__name__}: {str(error)[:200]}"
+                    results = [CaptionResult(error=f"captioner_exception: {message}") for _ in index]
                 if len(results) != len(index):
                     raise RuntimeError(
                         f"captioner {captioner.name} returned {len(results)} results for "

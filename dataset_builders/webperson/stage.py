@@ -56,12 +56,13 @@ def run_stage(
     """Apply ``process`` to every done shard of ``source`` that this worker takes and ``target`` has not
     done yet; commit each result; return the target's manifest (totals over all its done shards).
 
-    ``max_shards`` stops after that many shards (for tests and dry runs). Input shards that ``source``
-    has not finished yet (another worker still on them) are left for a later run and counted as
-    ``pending_input`` in the returned manifest.
+    A done target shard is made again when its source shard changed since (a ``--retry-errors`` run
+    upstream bumps the source marker's ``revision``). ``max_shards`` stops after that many shards (for
+    tests and dry runs). Input shards that ``source`` has not finished yet (another worker still on
+    them) are left for a later run and counted as ``pending_input`` in the returned manifest.
     """
     target.create(settings or {})
-    names = [n for n in source.done_names() if selection.takes(n) and not target.is_done(n)]
+    names = [n for n in source.done_names() if selection.takes(n) and _stale(source, target, n)]
     if max_shards is not None:
         names = names[:max_shards]
     total = sum(source.marker(n).get("kept", 0) for n in names)
@@ -71,7 +72,11 @@ def run_stage(
             start = time.perf_counter()
             table = source.read(name, columns=input_columns)
             output = process(name, table)
-            target.commit(name, output.table, output.rejects, output.counts(time.perf_counter() - start))
+            counts = output.counts(time.perf_counter() - start)
+            counts["source_revision"] = source.marker(name).get("revision", 0)
+            if target.is_done(name):  # made again: the stages after this one must follow
+                counts["revision"] = target.marker(name).get("revision", 0) + 1
+            target.commit(name, output.table, output.rejects, counts)
             bar.update(table.num_rows)
     finally:
         bar.close()
@@ -79,6 +84,12 @@ def run_stage(
     manifest["processed_now"] = len(names)
     manifest["pending_input"] = _pending(source)
     return manifest
+
+
+def _stale(source: StageStore, target: StageStore, name: str) -> bool:
+    if not target.is_done(name):
+        return True
+    return target.marker(name).get("source_revision", 0) != source.marker(name).get("revision", 0)
 
 
 def _pending(source: StageStore) -> int:
@@ -139,10 +150,12 @@ def retry_rejected(
             start = time.perf_counter()
             table = source.read(name)
             order = {value: i for i, value in reversed(list(enumerate(table.column(id_column).to_pylist())))}
-            wanted = pa.array([value in ids for value in table.column(id_column).to_pylist()])
+            wanted = pa.array([value in ids for value in table.column(id_column).to_pylist()], pa.bool_())
             output = process(name, table.filter(wanted))
             existing = target.read(name)
-            keep = pa.array([value not in ids for value in existing.column(id_column).to_pylist()])
+            keep = pa.array(
+                [value not in ids for value in existing.column(id_column).to_pylist()], pa.bool_()
+            )
             merged = pa.concat_tables([existing.filter(keep), output.table.cast(existing.schema)])
             position = [order[value] for value in merged.column(id_column).to_pylist()]
             merged = merged.take(sorted(range(merged.num_rows), key=lambda k: position[k]))
@@ -156,6 +169,8 @@ def retry_rejected(
                 "extra": marker.get("extra", {}),
                 "seconds": round(marker.get("seconds", 0) + time.perf_counter() - start, 3),
                 "retried": marker.get("retried", 0) + len(ids),
+                "revision": marker.get("revision", 0) + 1,  # later stages redo this shard
+                "source_revision": marker.get("source_revision", 0),
             }
             target.commit(name, merged, rejects, counts)
             bar.update(len(ids))
