@@ -421,3 +421,26 @@ def test_parquet_row_groups_and_shard_workers(tmp_path, pool):
         for u in one.read(n, columns=["source_url"]).column("source_url").to_pylist()
     ]
     assert urls == [f"u{k}" for k in range(len(data))]
+
+
+def test_templates_extract_with_a_transformers_llm(tmp_path, capsys):
+    from dataset_builders.webperson.testing import tiny_llm
+
+    model, tokenizer = tiny_llm()
+    model.save_pretrained(tmp_path / "llm")
+    tokenizer.save_pretrained(tmp_path / "llm")
+    from dataset_builders.webperson.backends import make_llm, parse_spec
+
+    generate = make_llm(parse_spec(f"transformers={tmp_path / 'llm'},max_new_tokens=6,batch_size=2", "--llm"))
+    answers = generate(["A man in a red shirt.", "A woman in a long blue dress and white shoes.", "A boy."])
+    assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
+    vocabulary = set(tokenizer.get_vocab())
+    assert all(word in vocabulary for a in answers for word in a.split())
+    captions = tmp_path / "captions.txt"
+    captions.write_text("A man in a red shirt.\nA woman in a blue dress.\n")
+    out = tmp_path / "templates.txt"
+    assert cli.main(["templates-extract", "--captions", str(captions), "--llm", f"transformers={tmp_path / 'llm'}",
+                     "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    kept = len(out.read_text().splitlines())
+    assert printed.startswith(f"{kept} templates from 2 captions")

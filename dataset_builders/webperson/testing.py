@@ -30,6 +30,7 @@ __all__ = [
     "PERMISSIVE_POSE",
     "tiny_clip_text",
     "tiny_detector",
+    "tiny_llm",
     "tiny_pose",
     "tiny_vlm",
     "write_test_pool",
@@ -194,6 +195,33 @@ def tiny_vlm(seed: int = 0):
         num_additional_image_tokens=1,
     )
     return model, processor
+
+
+def tiny_llm(seed: int = 0):
+    """A Llama (``LlamaForCausalLM``) with a tiny random config and a word-level tokenizer with a chat
+    template (for the template-extraction LLM)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = _word_tokenizer(list(CAPTION_WORDS) + ["[He/She]", "[colored top]", "wears"])
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}assistant : {% endif %}"
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=1024,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    return LlamaForCausalLM(config).eval(), tokenizer
 
 
 def tiny_clip_text(words: list[str], seed: int = 0):
