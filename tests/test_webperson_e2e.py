@@ -439,8 +439,8 @@ def test_templates_extract_with_a_transformers_llm(tmp_path, capsys):
     captions = tmp_path / "captions.txt"
     captions.write_text("A man in a red shirt.\nA woman in a blue dress.\n")
     out = tmp_path / "templates.txt"
-    assert cli.main(["templates-extract", "--captions", str(captions), "--llm", f"transformers={tmp_path / 'llm'}",
-                     "--out", str(out)]) == 0
+    llm = f"transformers={tmp_path / 'llm'}"
+    assert cli.main(["templates-extract", "--captions", str(captions), "--llm", llm, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     kept = len(out.read_text().splitlines())
     assert printed.startswith(f"{kept} templates from 2 captions")
