@@ -16,6 +16,7 @@ What is measured
    ``max_abs_diff`` = largest absolute difference between the two metric dicts (percent units).
 2. Huge gallery: 1,000 queries x 1,000,000 gallery items (512-d float32, 250,000 ids x 4 images):
    only ``ours`` (the naive one would need a 4 GB similarity matrix plus 8 GB of sort indices).
+   It runs first, in the fresh process.
 
 How memory is measured
 ----------------------
@@ -25,8 +26,8 @@ from ``/proc/self/status`` afterwards. This counts everything the process touche
 allocations, BLAS work space, Python objects), not an estimate. For the ICFG comparison the figure
 is the peak *increase* over the RSS just before the call (inputs already resident, the same for both);
 ``memory_ratio`` = ours / naive. For the 1M gallery the figure is the *total* peak RSS of the process
-during data generation and the call (the 2 GB gallery itself included) after the earlier runs were
-freed. Where ``clear_refs`` cannot be written, a thread samples ``VmRSS`` every millisecond instead
+(interpreter and torch included) during data generation and the call, the 2 GB gallery itself
+included. Where ``clear_refs`` cannot be written, a thread samples ``VmRSS`` every millisecond instead
 (that may miss very short spikes; the output then says ``"memory_method": "sampled"``).
 
 The LAST line printed is a JSON object:
@@ -185,9 +186,9 @@ def main() -> None:
     args = parser.parse_args()
     gen = torch.Generator().manual_seed(args.seed)
 
-    icfg = icfg_comparison(args, gen)
-    gc.collect()
     million = None if args.skip_million else million_gallery(args, gen)
+    gc.collect()
+    icfg = icfg_comparison(args, gen)
 
     details = {
         "queries": args.queries,
@@ -254,8 +255,8 @@ def million_gallery(args: argparse.Namespace, gen: torch.Generator) -> dict:
         seconds = time.perf_counter() - start
     peak_gb = mem.peak / 1e9
     print(
-        f"1M gallery: {seconds:7.2f} s (data generation included), "
-        f"process peak RSS {peak_gb:.3f} GB  {result}",
+        f"1M gallery: {seconds:7.2f} s (data generation included), process peak RSS {peak_gb:.3f} GB "
+        f"(RSS before: {mem.start / 1e9:.3f} GB)  {result}",
         flush=True,
     )
     return {"seconds": seconds, "peak_gb": peak_gb, "metrics": result}

@@ -47,6 +47,17 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module):
+    """Eval mode (no dropout) for the duration, then the model's previous mode (so training can call in)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def _model_device(model: torch.nn.Module) -> torch.device:
     try:
         return next(model.parameters()).device
@@ -119,7 +130,7 @@ def embed_images(
     """Embed images with ``model.get_image_features``, batched.
 
     Args:
-        model: the model, already on its device and in eval mode.
+        model: the model, on its device (switched to eval mode for the call, then restored).
         processor: its processor; called as ``processor(images=[PIL images], return_tensors="pt")``.
         images: PIL images, paths, or ``datasets`` undecoded image dicts (read lazily, in order).
         batch_size: images per forward pass.
@@ -139,7 +150,7 @@ def embed_images(
         collate_fn=partial(_pixel_batch, processor),
     )
     out = []
-    with tqdm(total=len(images), desc=desc, unit="img", disable=not progress) as bar:
+    with _eval_mode(model), tqdm(total=len(images), desc=desc, unit="img", disable=not progress) as bar:
         for pixel_values in loader:
             with _autocast(device, precision):
                 features = model.get_image_features(pixel_values=pixel_values.to(device))
@@ -177,7 +188,7 @@ def embed_texts(
     """
     device = _model_device(model)
     out = []
-    with tqdm(total=len(texts), desc=desc, unit="cap", disable=not progress) as bar:
+    with _eval_mode(model), tqdm(total=len(texts), desc=desc, unit="cap", disable=not progress) as bar:
         for start in range(0, len(texts), batch_size):
             batch = [str(t) for t in texts[start : start + batch_size]]
             encoded = _tokenize(processor, batch)

@@ -94,6 +94,11 @@ def test_embedding_helpers_match_one_by_one(tmp_path, tiny_model):
     torch.testing.assert_close(embed_images(model, processor, list(undecoded), progress=False), images)
     pil = [Image.open(p) for p in view.image_files()]
     torch.testing.assert_close(embed_images(model, processor, pil, batch_size=64, progress=False), images)
+    model.train()  # the helpers embed in eval mode and give the model back in its previous mode
+    again = embed_texts(model, processor, view.captions, batch_size=4, progress=False)
+    assert model.training
+    model.eval()
+    torch.testing.assert_close(again, texts)
     bf16 = embed_images(model, processor, view.image_files(), precision="bf16", progress=False)
     assert bf16.dtype == torch.float32 and torch.nn.functional.cosine_similarity(bf16, images).min() > 0.95
 

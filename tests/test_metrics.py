@@ -242,6 +242,14 @@ def test_random_embeddings_match_reference():
     )
 
 
+def test_inputs_that_require_grad_are_fine():
+    queries = SPEC_SIMILARITY.clone().requires_grad_()
+    got = retrieval_metrics(queries, torch.eye(6).requires_grad_(), [3, 9], SPEC_GALLERY_IDS, ks=(1, 2))
+    assert_metrics_close(got, SPEC_EXPECTED)
+    got = retrieval_metrics_from_similarity(queries * 2, [3, 9], SPEC_GALLERY_IDS, ks=(1, 2))
+    assert_metrics_close(got, SPEC_EXPECTED)
+
+
 # ----------------------------------------------------------------------------------------------
 # errors
 

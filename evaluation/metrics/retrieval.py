@@ -401,6 +401,7 @@ def _processing_order(pos: _Positives) -> torch.Tensor:
 # public API
 
 
+@torch.no_grad()
 def per_query_retrieval(
     query_embeds: torch.Tensor,
     gallery_embeds: torch.Tensor,
@@ -519,6 +520,7 @@ def retrieval_metrics(
     return summarize_per_query(results, ks)
 
 
+@torch.no_grad()
 def retrieval_metrics_from_similarity(
     similarity: torch.Tensor,
     query_ids: Any,
