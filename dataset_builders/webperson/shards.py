@@ -23,6 +23,7 @@ import json
 import os
 import re
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,7 @@ def shard_name(number: int) -> str:
 def atomic_write_bytes(path: Path, data: bytes, *, sync: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename (never a half-written file);
     ``sync`` also flushes it to the disk before the rename (survives a power loss, not just a kill)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp{uuid.uuid4().hex[:12]}")
     with open(tmp, "wb") as handle:
         handle.write(data)
         if sync:
@@ -141,7 +142,7 @@ class StageStore:
         self, name: str, table: pa.Table, rejects: Iterable[Mapping[str, Any]], counts: Mapping[str, Any]
     ) -> None:
         """Store the kept ``table`` and the ``rejects`` of shard ``name``, then its done marker."""
-        tmp = self.shards / f".{name}.parquet.tmp{os.getpid()}"
+        tmp = self.shards / f".{name}.parquet.tmp{uuid.uuid4().hex[:12]}"
         # no dictionary encoding: the columns that matter are unique image bytes (3x faster writes)
         pq.write_table(table, tmp, row_group_size=256, use_dictionary=False)
         _fsync(tmp)
