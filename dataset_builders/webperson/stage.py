@@ -104,12 +104,13 @@ def format_summary(manifest: Mapping[str, Any]) -> str:
     rows += [(f"rejected: {reason}", n) for reason, n in manifest.get("rejected", {}).items()]
     rows += [(f"note: {key}", n) for key, n in manifest.get("extra", {}).items()]
     width = max(len(label) for label, _ in rows)
-    lines = [
-        f"== {manifest.get('stage', '?')}: {manifest.get('shards', 0)} shards done"
-        f" ({manifest.get('processed_now', 0)} now"
-        + (f", {manifest['retried_now']} items retried" if "retried_now" in manifest else "")
-        + ")"
-    ]
+    done_now = []
+    if "processed_now" in manifest:
+        done_now.append(f"{manifest['processed_now']} now")
+    if "retried_now" in manifest:
+        done_now.append(f"{manifest['retried_now']} items retried")
+    suffix = f" ({', '.join(done_now)})" if done_now else ""
+    lines = [f"== {manifest.get('stage', '?')}: {manifest.get('shards', 0)} shards done{suffix}"]
     lines += [f"  {label:<{width}}  {n:>10,}" for label, n in rows]
     return "\n".join(lines)
 
