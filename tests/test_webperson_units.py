@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from dataset_builders.webperson.backends import parse_spec
@@ -405,3 +407,41 @@ def test_cli_reports_bad_arguments(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["detect", "--work", str(tmp_path), "--detector", "yolo=x"]) == 2
     assert "unknown backend 'yolo'" in capsys.readouterr().err
+
+
+# ----- properties ----------------------------------------------------------------------------------
+
+_coord = st.floats(min_value=-50, max_value=1050, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(_coord, _coord, _coord, _coord, st.floats(0, 1), st.sampled_from(["person", "car"]))),
+    st.integers(0, 3),
+)
+def test_selection_properties(raw, cap):
+    detections = [det(min(a, c), min(b, d), max(a, c), max(b, d), s, label) for a, b, c, d, s, label in raw]
+    rules = DetectionThresholds(max_per_image=cap)
+    kept, rejected = select_person_boxes(detections, SIZE, rules)
+    assert len(kept) + len(rejected) == len(detections)
+    assert cap == 0 or len(kept) <= cap
+    assert [d.score for d in kept] == sorted((d.score for d in kept), reverse=True)
+    image = Image.new("RGB", SIZE)
+    for detection in kept:
+        crop, (x0, y0, x1, y1) = crop_box(image, detection.box)
+        assert detection.label == "person" and detection.score > 0.85
+        assert 0 <= x0 < x1 <= SIZE[0] and 0 <= y0 < y1 <= SIZE[1] and crop.size == (x1 - x0, y1 - y0)
+        assert min(crop.size) > 90  # the clipped box's shorter side is above 90; rounding outwards only grows
+        assert 0.25 - 0.02 < crop.size[0] / crop.size[1] < 0.5 + 0.02
+    for detection, reason in rejected:
+        assert reason == "over_max_per_image" or box_reason(detection, SIZE, rules) == reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=17, max_size=17), st.floats(0, 1))
+def test_pose_properties(values, visibility):
+    reason, visible = pose_reason(values, PoseThresholds(visibility=visibility))
+    flags = [v >= visibility for v in values]
+    assert visible == sum(flags)
+    ok = visible >= 8 and sum(flags[11:13]) >= 1 and sum(flags[0:5]) >= 2
+    assert (reason is None) == ok
