@@ -56,6 +56,8 @@ class TrainingConfig:
     mixed_precision: str = "no"
     activation_checkpointing: bool = False
     augment: bool = True
+    augment_pad: int = 10
+    random_erasing: float = 0.5
     num_workers: int = 0
     seed: int = 42
 

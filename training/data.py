@@ -21,17 +21,27 @@ from modeling_gadms.processing_gadms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 logger = logging.getLogger(__name__)
 
 
-def training_transform(height: int, width: int, augment: bool = True) -> v2.Compose:
-    """SPEC section 6: resize to `height x width` (bicubic), horizontal flip 0.5, pad 10 + random crop,
-    CLIP mean/std, random erasing (scale 0.02-0.4, filled with the CLIP mean as the released code does).
-    Without `augment`: resize and normalise only (the test transform)."""
+def training_transform(height: int, width: int, augment: bool = True, pad: int = 10,
+                       erasing: float = 0.5) -> v2.Compose:
+    """SPEC section 6: resize to `height x width` (bicubic), horizontal flip 0.5, pad `pad` (10) + random crop,
+    CLIP mean/std, random erasing with probability `erasing` (scale 0.02-0.4, filled with the CLIP mean as the
+    released code does). Without `augment`: resize and normalise only (the test transform). Small images (the
+    CPU demo) want a smaller `pad`."""
     steps = [v2.ToImage(), v2.Resize((height, width), interpolation=v2.InterpolationMode.BICUBIC, antialias=True)]
     if augment:
-        steps += [v2.RandomHorizontalFlip(0.5), v2.Pad(10), v2.RandomCrop((height, width))]
+        steps.append(v2.RandomHorizontalFlip(0.5))
+        if pad:
+            steps += [v2.Pad(pad), v2.RandomCrop((height, width))]
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)]
-    if augment:
-        steps.append(v2.RandomErasing(scale=(0.02, 0.4), value=OPENAI_CLIP_MEAN))
+    if augment and erasing:
+        steps.append(v2.RandomErasing(p=erasing, scale=(0.02, 0.4), value=OPENAI_CLIP_MEAN))
     return v2.Compose(steps)
+
+
+def transform_for(config) -> v2.Compose:
+    """The training transform a [`TrainingConfig`] describes."""
+    height, width = config.image_size
+    return training_transform(height, width, config.augment, config.augment_pad, config.random_erasing)
 
 
 def load_image(value) -> Image.Image:
@@ -181,4 +191,12 @@ def load_training_table(source: str, split: str = "train"):
     return load_dataset(source, split=split)
 
 
-__all__ = ["CaptionSamples", "Collator", "EpochSampler", "load_image", "load_training_table", "training_transform"]
+__all__ = [
+    "CaptionSamples",
+    "Collator",
+    "EpochSampler",
+    "load_image",
+    "load_training_table",
+    "training_transform",
+    "transform_for",
+]

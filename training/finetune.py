@@ -17,7 +17,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.cli import build_parser, parse, run  # noqa: E402
-from training.data import CaptionSamples, Collator, training_transform  # noqa: E402
+from training.data import CaptionSamples, Collator, transform_for  # noqa: E402
 from training.trainer import Trainer, build_model  # noqa: E402
 
 
@@ -32,9 +32,8 @@ def main(argv=None) -> dict:
     train = splits[config.data_split]
     if config.max_train_samples:
         train = train.select(range(min(config.max_train_samples, len(train))))
-    height, width = config.image_size
-    samples = CaptionSamples(train, training_transform(height, width, config.augment), caption_columns=("caption",),
-                             id_column="label", seed=config.seed)
+    samples = CaptionSamples(train, transform_for(config), caption_columns=("caption",), id_column="label",
+                             seed=config.seed)
     labels = {label: label for label in samples.identities}
     captions = list(train["caption"]) if config.model == "tiny" else None
     model, processor = build_model(config, captions=captions, num_identities=max(labels) + 1)

@@ -15,7 +15,7 @@ if __package__ in (None, ""):  # `python training/pretrain.py` / `accelerate lau
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.cli import build_parser, parse, run  # noqa: E402
-from training.data import CaptionSamples, load_training_table, training_transform  # noqa: E402
+from training.data import CaptionSamples, load_training_table, transform_for  # noqa: E402
 from training.trainer import Trainer, build_model  # noqa: E402
 from training.validation import webperson_view  # noqa: E402
 
@@ -46,8 +46,7 @@ def main(argv=None) -> dict:
     table = load_training_table(config.data, config.data_split)
     if config.max_train_samples:
         table = table.select(range(min(config.max_train_samples, len(table))))
-    height, width = config.image_size
-    samples = CaptionSamples(table, training_transform(height, width, config.augment), seed=config.seed)
+    samples = CaptionSamples(table, transform_for(config), seed=config.seed)
     captions = list(table["caption1"]) + list(table["caption2"]) if config.model == "tiny" else None
     model, processor = build_model(config, captions=captions)
     trainer = Trainer(config, model, processor, samples, eval_split=retrieval_split(config, config.eval_split),
