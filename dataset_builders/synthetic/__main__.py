@@ -5,6 +5,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from ..cli_types import non_negative_int, positive_int, rate
 from .captions import NOISE_KINDS
 from .config import SyntheticPersonConfig
 from .writers import DEFAULT_SHARD_SIZE, write_cuhk_pedes, write_webperson
@@ -18,36 +19,6 @@ examples:
 webperson:  DIR/README.md (card, YAML configs) + DIR/data/*.parquet; load with datasets.load_dataset(DIR)
 cuhk-pedes: DIR/reid_raw.json + DIR/imgs/ (+ synthetic_attributes.json with attributes and noise)
 """
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
-    return value
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -92,11 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=("webperson", "cuhk-pedes"), default="webperson",
                         help="webperson: parquet shards + card; cuhk-pedes: reid_raw.json + imgs/ "
                              "(default: %(default)s)")
-    parser.add_argument("--identities", type=_positive_int, default=defaults.num_identities, metavar="N",
+    parser.add_argument("--identities", type=positive_int, default=defaults.num_identities, metavar="N",
                         help="number of persons (default: %(default)s)")
-    parser.add_argument("--images-per-identity", type=_positive_int, default=defaults.images_per_identity,
+    parser.add_argument("--images-per-identity", type=positive_int, default=defaults.images_per_identity,
                         metavar="K", help="pictures per person (default: %(default)s)")
-    parser.add_argument("--noise", type=_rate, default=defaults.noise_rate, metavar="RATE",
+    parser.add_argument("--noise", type=rate, default=defaults.noise_rate, metavar="RATE",
                         help="probability that a caption gets noise, 0..1 (default: %(default)s)")
     parser.add_argument("--noise-kinds", type=_kinds, default=defaults.noise_kinds, metavar="K1,K2",
                         help=f"noise kinds to draw from (default: {','.join(NOISE_KINDS)})")
@@ -105,11 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split-fractions", type=_fractions, default=defaults.split_fractions,
                         metavar="TR,VA,TE",
                         help="identity fractions of train,val,test (default: 0.8,0.1,0.1)")
-    parser.add_argument("--seed", type=_non_negative_int, default=defaults.seed,
+    parser.add_argument("--seed", type=non_negative_int, default=defaults.seed,
                         help="random seed (default: %(default)s)")
-    parser.add_argument("--jpeg-quality", type=_positive_int, default=defaults.jpeg_quality, metavar="Q",
+    parser.add_argument("--jpeg-quality", type=positive_int, default=defaults.jpeg_quality, metavar="Q",
                         help="JPEG quality 1..95 (default: %(default)s)")
-    parser.add_argument("--shard-size", type=_positive_int, default=DEFAULT_SHARD_SIZE, metavar="ROWS",
+    parser.add_argument("--shard-size", type=positive_int, default=DEFAULT_SHARD_SIZE, metavar="ROWS",
                         help="rows per parquet shard, webperson only (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace DIR if it holds an earlier synthetic data set")

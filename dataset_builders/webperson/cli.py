@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..cli_types import non_negative_int, positive_int
 from .shards import parse_shard
 from .stage import format_summary
 
@@ -40,26 +41,6 @@ example:
 _SPEC_HELP = "KIND=MODEL[,key=value...]; keys: device, dtype, batch_size, ... (see backends.py)"
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
-
-
 def _shard(text: str):
     try:
         return parse_shard(text)
@@ -79,7 +60,7 @@ def _stage_parser(sub, name: str, help_text: str, description: str) -> argparse.
         metavar="i/n",
         help="take only shards whose number %% n == i (split work over processes/machines)",
     )
-    parser.add_argument("--max-shards", type=_positive, default=None, help="stop after this many shards")
+    parser.add_argument("--max-shards", type=positive_int, default=None, help="stop after this many shards")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     if name in ("detect", "pose", "caption"):
         parser.add_argument(
@@ -132,13 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--download-dir", type=Path, default=None, help="img2dataset output (default WORK/downloads)"
     )
     p.add_argument("--timeout", type=float, default=10.0, help="built-in downloader: seconds per URL")
-    p.add_argument("--retries", type=_non_negative, default=1, help="built-in downloader: retries per URL")
-    p.add_argument("--shard-size", type=_positive, default=1000, help="source images per shard")
+    p.add_argument("--retries", type=non_negative_int, default=1, help="built-in downloader: retries per URL")
+    p.add_argument("--shard-size", type=positive_int, default=1000, help="source images per shard")
     p.add_argument(
-        "--min-side", type=_positive, default=90, help="reject images with a shorter side below this"
+        "--min-side", type=positive_int, default=90, help="reject images with a shorter side below this"
     )
-    p.add_argument("--max-pixels", type=_positive, default=64_000_000, help="reject images with more pixels")
-    p.add_argument("--workers", type=_positive, default=8, help="threads reading / downloading source items")
+    p.add_argument(
+        "--max-pixels", type=positive_int, default=64_000_000, help="reject images with more pixels"
+    )
+    p.add_argument(
+        "--workers", type=positive_int, default=8, help="threads reading / downloading source items"
+    )
     p.add_argument(
         "--verify",
         action="store_true",
@@ -157,9 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-aspect", type=float, default=0.5, help="highest width/height")
     p.add_argument("--min-score", type=float, default=0.85, help="confidence must be above")
     p.add_argument("--labels", nargs="+", default=["person"], help="class names that count as persons")
-    p.add_argument("--max-per-image", type=_non_negative, default=0, help="boxes kept per image (0: all)")
-    p.add_argument("--batch-size", type=_positive, default=16, help="images per detector call")
-    p.add_argument("--jpeg-quality", type=_positive, default=95, help="JPEG quality of the crops")
+    p.add_argument("--max-per-image", type=non_negative_int, default=0, help="boxes kept per image (0: all)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per detector call")
+    p.add_argument("--jpeg-quality", type=positive_int, default=95, help="JPEG quality of the crops")
 
     p = _stage_parser(
         sub,
@@ -171,10 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--visibility", type=float, default=0.5, help="keypoint score at which it counts as visible"
     )
-    p.add_argument("--min-visible", type=_non_negative, default=8, help="visible keypoints needed (of 17)")
-    p.add_argument("--min-hips", type=_non_negative, default=1, help="visible hips (11, 12) needed")
-    p.add_argument("--min-head", type=_non_negative, default=2, help="visible head points (0-4) needed")
-    p.add_argument("--batch-size", type=_positive, default=32, help="crops per pose-model call")
+    p.add_argument("--min-visible", type=non_negative_int, default=8, help="visible keypoints needed (of 17)")
+    p.add_argument("--min-hips", type=non_negative_int, default=1, help="visible hips (11, 12) needed")
+    p.add_argument("--min-head", type=non_negative_int, default=2, help="visible head points (0-4) needed")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="crops per pose-model call")
 
     p = _stage_parser(
         sub,
@@ -190,9 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="give once (two samplings) or twice (caption1, caption2); " + _SPEC_HELP,
     )
     p.add_argument("--templates", default="default_v1", help="template bank: a shipped name or a file")
-    p.add_argument("--seed", type=_non_negative, default=0, help="template and sampling draws")
-    p.add_argument("--max-words", type=_positive, default=60, help="word limit stated in the prompt")
-    p.add_argument("--batch-size", type=_positive, default=64, help="crops per captioner call")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="template and sampling draws")
+    p.add_argument("--max-words", type=positive_int, default=60, help="word limit stated in the prompt")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="crops per captioner call")
     p.add_argument(
         "--from",
         dest="from_stage",
@@ -207,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
         "caption rules into WORK/filter",
         "Reject captions by length, speculation, identity/emotion, background, meta talk, duplicates.",
     )
-    p.add_argument("--min-words", type=_non_negative, default=8, help="fewest words per caption")
-    p.add_argument("--max-words", type=_positive, default=80, help="most words per caption")
+    p.add_argument("--min-words", type=non_negative_int, default=8, help="fewest words per caption")
+    p.add_argument("--max-words", type=positive_int, default=80, help="most words per caption")
 
     p = sub.add_parser(
         "export",
@@ -223,9 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", default="WebPerson", help="pretty name in the card")
     p.add_argument("--license", default="other", help="licence field of the card (e.g. cc-by-4.0, other)")
-    p.add_argument("--shard-size", type=_positive, default=5000, help="rows per parquet shard")
-    p.add_argument("--samples", type=_non_negative, default=8, help="crops in the card's sample grid")
-    p.add_argument("--seed", type=_non_negative, default=0, help="which samples")
+    p.add_argument("--shard-size", type=positive_int, default=5000, help="rows per parquet shard")
+    p.add_argument("--samples", type=non_negative_int, default=8, help="crops in the card's sample grid")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="which samples")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
 
     p = sub.add_parser(
@@ -256,8 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--llm", required=True, help="openai=MODEL,base_url=... or transformers=MODEL")
     p.add_argument("--out", required=True, type=Path, help="text file of templates (one a line)")
-    p.add_argument("--limit", type=_positive, default=None, help="use the first N captions")
-    p.add_argument("--batch-size", type=_positive, default=64, help="prompts per LLM call")
+    p.add_argument("--limit", type=positive_int, default=None, help="use the first N captions")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="prompts per LLM call")
 
     p = sub.add_parser(
         "templates-select",
@@ -267,13 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--templates", required=True, type=Path, help="text file of templates (one a line)")
     p.add_argument("--embedder", required=True, help="clip=MODEL or sentence-transformers=MODEL")
-    p.add_argument("--clusters", required=True, type=_positive, help="k of k-means")
+    p.add_argument("--clusters", required=True, type=positive_int, help="k of k-means")
     p.add_argument(
-        "--random-per-cluster", type=_non_negative, default=5, help="random members kept per cluster"
+        "--random-per-cluster", type=non_negative_int, default=5, help="random members kept per cluster"
     )
-    p.add_argument("--seed", type=_non_negative, default=0, help="k-means and random draws")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="k-means and random draws")
     p.add_argument("--name", required=True, help="bank name (file NAME_vVERSION.json)")
-    p.add_argument("--version", required=True, type=_positive, help="bank version")
+    p.add_argument("--version", required=True, type=positive_int, help="bank version")
     p.add_argument("--out-dir", required=True, type=Path, help="folder of the bank file")
 
     p = sub.add_parser(
