@@ -19,6 +19,7 @@ import pyarrow as pa
 from PIL import Image
 
 from .images import BadImage, ImageLimits, decode_rgb, encode_jpeg
+from .pretrained import load_pretrained, model_name
 from .stage import ShardOutput
 
 __all__ = [
@@ -149,16 +150,16 @@ class TransformersDetector:
         import torch
         from transformers import AutoImageProcessor, AutoModelForObjectDetection
 
-        if isinstance(model, str):
-            self.name = model
-            processor = processor or AutoImageProcessor.from_pretrained(model)
-            model = AutoModelForObjectDetection.from_pretrained(model, dtype=dtype)
-        else:
-            self.name = getattr(model.config, "_name_or_path", "") or type(model).__name__
-        if processor is None:
-            raise ValueError("pass the image processor of a model given as an object")
-        self.model = model.to(device).eval()
-        self.processor = processor
+        self.name = model_name(model)
+        self.model, self.processor = load_pretrained(
+            model,
+            processor,
+            AutoModelForObjectDetection,
+            AutoImageProcessor,
+            what="image processor",
+            device=device,
+            dtype=dtype,
+        )
         self.device = device
         self.score_floor = score_floor
         self.batch_size = batch_size

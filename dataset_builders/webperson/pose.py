@@ -21,6 +21,7 @@ import pyarrow as pa
 from PIL import Image
 
 from .detection import CROP_SCHEMA
+from .pretrained import load_pretrained, model_name
 from .stage import ShardOutput
 
 __all__ = [
@@ -121,16 +122,16 @@ class TransformersPoseEstimator:
         import torch
         from transformers import AutoImageProcessor, AutoModelForPoseEstimation
 
-        if isinstance(model, str):
-            self.name = model
-            processor = processor or AutoImageProcessor.from_pretrained(model)
-            model = AutoModelForPoseEstimation.from_pretrained(model, dtype=dtype)
-        else:
-            self.name = getattr(model.config, "_name_or_path", "") or type(model).__name__
-        if processor is None:
-            raise ValueError("pass the image processor of a model given as an object")
-        self.model = model.to(device).eval()
-        self.processor = processor
+        self.name = model_name(model)
+        self.model, self.processor = load_pretrained(
+            model,
+            processor,
+            AutoModelForPoseEstimation,
+            AutoImageProcessor,
+            what="image processor",
+            device=device,
+            dtype=dtype,
+        )
         self.device = device
         self.batch_size = batch_size
         self._torch = torch

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .openai_client import EndpointError, OpenAIChatClient
+from .pretrained import load_pretrained
 from .prompts import PLACEHOLDERS, template_prompt
 from .template_bank import find_placeholders
 
@@ -105,13 +106,9 @@ class CLIPTextEmbedder:
         import torch
         from transformers import AutoTokenizer, CLIPTextModelWithProjection
 
-        if isinstance(model, str):
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
-            model = CLIPTextModelWithProjection.from_pretrained(model)
-        if tokenizer is None:
-            raise ValueError("pass the tokenizer of a model given as an object")
-        self.model = model.to(device).eval()
-        self.tokenizer = tokenizer
+        self.model, self.tokenizer = load_pretrained(
+            model, tokenizer, CLIPTextModelWithProjection, AutoTokenizer, what="tokenizer", device=device
+        )
         self.device = device
         self.batch_size = batch_size
         self._torch = torch

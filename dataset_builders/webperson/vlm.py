@@ -23,6 +23,7 @@ from typing import Any, Protocol, Sequence
 from PIL import Image
 
 from .openai_client import EndpointError, OpenAIChatClient
+from .pretrained import load_pretrained, model_name
 
 __all__ = [
     "CaptionResult",
@@ -131,17 +132,17 @@ class TransformersCaptioner:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        if isinstance(model, str):
-            model_name = model
-            processor = processor or AutoProcessor.from_pretrained(model)
-            model = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
-        else:
-            model_name = getattr(model.config, "_name_or_path", "") or type(model).__name__
-        if processor is None:
-            raise ValueError("pass the processor of a model given as an object")
-        self.model = model.to(device).eval()
-        self.processor = processor
-        tokenizer = getattr(processor, "tokenizer", None)
+        loaded_name = model_name(model)
+        self.model, self.processor = load_pretrained(
+            model,
+            processor,
+            AutoModelForImageTextToText,
+            AutoProcessor,
+            what="processor",
+            device=device,
+            dtype=dtype,
+        )
+        tokenizer = getattr(self.processor, "tokenizer", None)
         if tokenizer is not None:
             tokenizer.padding_side = "left"  # decoder-only generation needs left padding
         self.device = device
@@ -149,7 +150,7 @@ class TransformersCaptioner:
         self.generate_kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
         if do_sample:
             self.generate_kwargs.update(temperature=temperature, top_p=top_p)
-        self.name = name or f"transformers:{model_name}"
+        self.name = name or f"transformers:{loaded_name}"
         self._torch = torch
 
     def caption(self, crops: list[bytes], prompts: list[str], seeds: list[int]) -> list[CaptionResult]:
@@ -236,14 +237,16 @@ class TransformersTextGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if isinstance(model, str):
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
-            model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
-        if tokenizer is None:
-            raise ValueError("pass the tokenizer of a model given as an object")
-        tokenizer.padding_side = "left"
-        self.model = model.to(device).eval()
-        self.tokenizer = tokenizer
+        self.model, self.tokenizer = load_pretrained(
+            model,
+            tokenizer,
+            AutoModelForCausalLM,
+            AutoTokenizer,
+            what="tokenizer",
+            device=device,
+            dtype=dtype,
+        )
+        self.tokenizer.padding_side = "left"
         self.device = device
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
