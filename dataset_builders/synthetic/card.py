@@ -4,9 +4,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Mapping
 
-import datasets
 import yaml
 
+from ..hub_folder import configs_yaml, dataset_info_yaml, size_category
 from .captions import NOISE_KINDS
 from .config import SyntheticPersonConfig
 from .schema import HF_SPLIT_NAMES, features
@@ -23,13 +23,6 @@ scale, position and lighting, so retrieval has to rely on the person, not the pi
 identity-disjoint. Each image has two captions from many templates and phrasings; a configurable
 share of captions carries recorded noise (irrelevant sentences, a wrong colour, filler words)."""
 
-_SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
-
-
-def _size_category(n: int) -> str:
-    return next((name for limit, name in _SIZES if n < limit), "1M<n<10M")
-
-
 def _noise_lines(config: SyntheticPersonConfig, noise: Counter) -> str:
     total = max(1, noise["captions"])
     share = 100 * noise["noisy"] / total
@@ -43,22 +36,6 @@ def _settings(config: SyntheticPersonConfig) -> str:
     return "\n".join(f"- `{k}`: {v}" for k, v in config.to_dict().items())
 
 
-def _dataset_info(rows: Mapping[str, int], stored: Mapping[str, int]) -> dict:
-    """The card's ``dataset_info``: features, and split sizes (rows, parquet bytes).
-
-    Besides documenting the schema, it matters for caching: ``datasets`` keys the cache of a local
-    folder on its name and on this block, so without content-dependent sizes here a regenerated
-    folder of the same name would load the previous data from the cache.
-    """
-    splits = datasets.SplitDict()
-    for split, n in rows.items():
-        splits.add(datasets.SplitInfo(split, num_bytes=int(stored.get(split, 0)), num_examples=n))
-    total = int(sum(stored.values()))
-    info = datasets.DatasetInfo(features=features(), config_name="default", splits=splits,
-                                download_size=total, dataset_size=total)
-    return info._to_yaml_dict()
-
-
 def webperson_card(config: SyntheticPersonConfig, rows: Mapping[str, int], stored: Mapping[str, int],
                    noise: Counter) -> str:
     """README.md of the WebPerson-format folder: YAML front matter with ``configs`` and
@@ -68,12 +45,9 @@ def webperson_card(config: SyntheticPersonConfig, rows: Mapping[str, int], store
         "pretty_name": "GA-DMS synthetic persons",
         "language": ["en"],
         "tags": ["synthetic", "text-based-person-retrieval", "person-re-identification"],
-        "size_categories": [_size_category(sum(rows.values()))],
-        "configs": [{
-            "config_name": "default",
-            "data_files": [{"split": split, "path": f"data/{split}-*.parquet"} for split in rows],
-        }],
-        "dataset_info": _dataset_info(rows, stored),
+        "size_categories": [size_category(sum(rows.values()))],
+        "configs": configs_yaml(rows),
+        "dataset_info": dataset_info_yaml(features(), rows, stored),
     }
     columns = """\
 | column | type | meaning |

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from ..hub_folder import check_output_folder, shard_file_name
 from .captions import tokenize
 from .card import cuhk_card, webperson_card
 from .config import SyntheticPersonConfig
@@ -36,15 +37,9 @@ _ROW_GROUP_SIZE = 100
 
 def _prepare(out_dir: str | Path, config: SyntheticPersonConfig, overwrite: bool) -> Path:
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} is not empty; pass overwrite=True (--overwrite) to replace it")
-        if not (out / CONFIG_FILE).is_file():
-            raise FileExistsError(
-                f"{out} is not empty and holds no {CONFIG_FILE}: refusing to overwrite a folder that this "
-                "generator did not write")
+    if check_output_folder(out, CONFIG_FILE, overwrite=overwrite,
+                           overwrite_hint="pass overwrite=True (--overwrite) to replace it",
+                           writer="this generator"):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
@@ -91,7 +86,7 @@ def write_webperson(config: SyntheticPersonConfig, out_dir: str | Path, *,
 
     def flush(split: str) -> None:
         index = written[split] // shard_size
-        name = f"{HF_SPLIT_NAMES[split]}-{index:05d}-of-{shards[split]:05d}.parquet"
+        name = shard_file_name(HF_SPLIT_NAMES[split], index, shards[split])
         table = pa.Table.from_pylist(buffer, schema=schema)
         pq.write_table(table, out / "data" / name, row_group_size=_ROW_GROUP_SIZE)
         stored[HF_SPLIT_NAMES[split]] += (out / "data" / name).stat().st_size

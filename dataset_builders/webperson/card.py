@@ -8,29 +8,11 @@ from typing import Any, Mapping
 import datasets
 import yaml
 
-from ..synthetic.card import _size_category
+from ..hub_folder import configs_yaml, dataset_info_yaml, size_category
 
-__all__ = ["dataset_info_yaml", "webperson_card"]
+__all__ = ["webperson_card"]
 
 STAGE_ORDER = ("ingest", "detect", "pose", "caption", "filter", "export")
-
-
-def dataset_info_yaml(features: datasets.Features, rows: int, num_bytes: int) -> dict[str, Any]:
-    """The card's ``dataset_info`` block (features, one ``train`` split with its rows and bytes).
-
-    Content-dependent sizes also key ``datasets``' cache of a local folder, so a re-exported folder of
-    the same name does not load stale data.
-    """
-    splits = datasets.SplitDict()
-    splits.add(datasets.SplitInfo("train", num_bytes=int(num_bytes), num_examples=int(rows)))
-    info = datasets.DatasetInfo(
-        features=features,
-        config_name="default",
-        splits=splits,
-        download_size=int(num_bytes),
-        dataset_size=int(num_bytes),
-    )
-    return info._to_yaml_dict()
 
 
 def _stage_table(stages: Mapping[str, Mapping[str, Any]]) -> str:
@@ -70,11 +52,9 @@ def webperson_card(
             "synthetic-captions",
             "webperson",
         ],
-        "size_categories": [_size_category(rows)],
-        "configs": [
-            {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}
-        ],
-        "dataset_info": dataset_info_yaml(features, rows, num_bytes),
+        "size_categories": [size_category(rows)],
+        "configs": configs_yaml(["train"]),
+        "dataset_info": dataset_info_yaml(features, {"train": rows}, {"train": num_bytes}),
     }
     words = stats["caption_words"]
     settings_lines = "\n".join(f"- `{stage}`: `{value}`" for stage, value in settings.items())

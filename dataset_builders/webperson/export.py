@@ -20,6 +20,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..hub_folder import check_output_folder, shard_file_name
 from ..synthetic.captions import tokenize
 from .card import STAGE_ORDER, webperson_card
 from .figures import caption_length_histogram, sample_grid
@@ -81,16 +82,13 @@ def _rows(table: pa.Table, keep: list[int]) -> dict[str, list[Any]]:
 
 
 def _prepare(out: Path, overwrite: bool) -> Path:
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} is not empty; pass --overwrite to replace an earlier export")
-        if not (out / EXPORT_MARKER).is_file():
-            raise FileExistsError(
-                f"{out} holds no {EXPORT_MARKER}: refusing to overwrite a folder that the "
-                "export did not write"
-            )
+    check_output_folder(
+        out,
+        EXPORT_MARKER,
+        overwrite=overwrite,
+        overwrite_hint="pass --overwrite to replace an earlier export",
+        writer="the export",
+    )
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -156,7 +154,7 @@ def export(
 
     def flush() -> None:
         nonlocal written, num_bytes
-        path = tmp / "data" / f"train-{written:05d}-of-{count:05d}.parquet"
+        path = tmp / "data" / shard_file_name("train", written, count)
         pq.write_table(
             pa.table(buffer, schema=schema), path, row_group_size=_ROW_GROUP, use_dictionary=_DICTIONARY
         )
