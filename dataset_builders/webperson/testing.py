@@ -142,6 +142,25 @@ def _word_tokenizer(words: list[str]):
     return tokenizer
 
 
+def _tiny_llama_config(vocab_size: int):
+    """The tiny Llama of :func:`tiny_vlm` (its text model) and of :func:`tiny_llm`; the special token
+    ids are those of :func:`_word_tokenizer`."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=1024,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+
+
 def tiny_vlm(seed: int = 0):
     """A LLaVA (``LlavaForConditionalGeneration``: CLIP vision tower + Llama) with a tiny random
     config, a word-level tokenizer over caption words, and a ``LlavaProcessor`` with a chat template;
@@ -150,7 +169,6 @@ def tiny_vlm(seed: int = 0):
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
-        LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
         LlavaProcessor,
@@ -166,18 +184,7 @@ def tiny_vlm(seed: int = 0):
         image_size=32,
         patch_size=16,
     )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=1024,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
+    text = _tiny_llama_config(len(tokenizer))
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
@@ -201,7 +208,7 @@ def tiny_llm(seed: int = 0):
     """A Llama (``LlamaForCausalLM``) with a tiny random config and a word-level tokenizer with a chat
     template (for the template-extraction LLM)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
     tokenizer = _word_tokenizer(list(CAPTION_WORDS) + ["[He/She]", "[colored top]", "wears"])
@@ -209,18 +216,7 @@ def tiny_llm(seed: int = 0):
         "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}"
         "{% if add_generation_prompt %}assistant : {% endif %}"
     )
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=1024,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
+    config = _tiny_llama_config(len(tokenizer))
     return LlamaForCausalLM(config).eval(), tokenizer
 
 
