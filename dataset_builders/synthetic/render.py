@@ -123,14 +123,21 @@ def _widths(person: PersonAttributes) -> tuple[float, float, float, float]:
     return 0.104 * k, 0.08 * k, 0.114 * k, 0.05 * k
 
 
-def _draw_frontal(pt: _Painter, person: PersonAttributes, scene: Scene, rng: random.Random,
-                  back: bool) -> None:
-    """A person seen from the front (``back=False``) or from behind."""
+def _body_colours(person: PersonAttributes, rng: random.Random) -> tuple[RGB, RGB, RGB, RGB, RGB]:
+    """Skin, top, bottom, shoe and hair colours of one picture of ``person`` (jittered, drawn in this
+    order)."""
     skin = _jitter(SKIN_TONES[person.skin_tone], rng, 8)
     top = _jitter(COLOURS[person.top_colour], rng)
     bottom = _jitter(COLOURS[person.bottom_colour], rng)
     shoe = _jitter(COLOURS[person.shoe_colour], rng)
     hair = _jitter(HAIR_COLOURS.get(person.hair_colour, DARK), rng, 8)
+    return skin, top, bottom, shoe, hair
+
+
+def _draw_frontal(pt: _Painter, person: PersonAttributes, scene: Scene, rng: random.Random,
+                  back: bool) -> None:
+    """A person seen from the front (``back=False``) or from behind."""
+    skin, top, bottom, shoe, hair = _body_colours(person, rng)
     sh, wa, hi, limb = _widths(person)
     stoop = 0.012 if person.age == "elderly" else 0.0
     s = scene.stride * 0.03
@@ -236,11 +243,7 @@ def _draw_bags(pt: _Painter, person: PersonAttributes, rng: random.Random, back:
 
 def _draw_side(pt: _Painter, person: PersonAttributes, scene: Scene, rng: random.Random) -> None:
     """A person seen from the side, facing +x (the painter mirrors for the other direction)."""
-    skin = _jitter(SKIN_TONES[person.skin_tone], rng, 8)
-    top = _jitter(COLOURS[person.top_colour], rng)
-    bottom = _jitter(COLOURS[person.bottom_colour], rng)
-    shoe = _jitter(COLOURS[person.shoe_colour], rng)
-    hair = _jitter(HAIR_COLOURS.get(person.hair_colour, DARK), rng, 8)
+    skin, top, bottom, shoe, hair = _body_colours(person, rng)
     sh, wa, hi, limb = _widths(person)
     depth = 0.62
     stoop = 0.025 if person.age == "elderly" else 0.0
