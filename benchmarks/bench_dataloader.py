@@ -14,11 +14,12 @@ loader produced (collated before timing); figure: samples per second. accelerate
 one CPU process without mixed precision it changes nothing in the step).
 
 Both run in one process, interleaved (data epoch, model step, data epoch, ...), after one untimed warm-up of
-each; figures are medians over `--repeats`. The synthetic set (`--identities` persons x 4 images, 80% of
-them in train, at the preset's `image_size`) is generated in a temporary folder that is deleted afterwards,
-with its own `datasets` cache. With `num_workers: 0` (the demo preset) loading is not overlapped with
-compute: the data path then takes 1 / (1 + data_over_model) of a training step's time, which is also
-printed.
+each; figures are medians over `--repeats`. On a shared machine other load slows either side at times: the
+median of the per-repeat (adjacent in time) ratios and the ratio of the best rates are printed too. The
+synthetic set (`--identities` persons x 4 images, 80% of them in train, at the preset's `image_size`) is
+generated in a temporary folder that is deleted afterwards, with its own `datasets` cache. With
+`num_workers: 0` (the demo preset) loading is not overlapped with compute: the data path then takes 1 / (1 +
+data_over_model) of a training step's time, which is also printed.
 
 Usage: python benchmarks/bench_dataloader.py [--config configs/demo_cpu.yaml] [--repeats 5] [--num-workers N]
 The last line printed is a JSON object: {"data_over_model", "data_images_per_s", "model_samples_per_s",
@@ -52,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a key of the preset, as training/pretrain.py --set does (repeatable)")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="data-loader workers (default: the preset's num_workers)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions of each side (default: 5)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed repetitions of each side (default: 7)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads for both sides (default: torch's, one per core)")
     parser.add_argument("--identities", type=int, default=120,
                         help="synthetic persons, 4 images each, 80%% in train (default: 120, 384 images)")
     return parser
@@ -84,6 +87,8 @@ def run(args, workdir: Path) -> dict:
     from training.data import CaptionSamples, Collator, EpochSampler, load_training_table, transform_for
     from training.trainer import build_model
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     overrides = list(args.overrides)
     if args.num_workers is not None:
         overrides.append(f"num_workers={args.num_workers}")
@@ -160,12 +165,15 @@ def run(args, workdir: Path) -> dict:
 
     data_rate, model_rate = statistics.median(data_rates), statistics.median(model_rates)
     ratio = data_rate / model_rate
+    paired = statistics.median(d / m for d, m in zip(data_rates, model_rates))
+    best = max(data_rates) / max(model_rates)
     timed = (len(loader) - 1) * config.batch_size
     print(f"data path  median {data_rate:8.1f} images/s  ({timed} images per epoch timed, "
           f"num_workers={config.num_workers}, as in {Path(args.config).name})")
     print(f"model step median {model_rate:8.1f} samples/s  "
           f"(objective={config.objective}, batch {config.batch_size})")
-    print(f"data / model = {ratio:.2f} (target >= {TARGET:g}: {'met' if ratio >= TARGET else 'NOT met'})")
+    print(f"data / model = {ratio:.2f} (target >= {TARGET:g}: {'met' if ratio >= TARGET else 'NOT met'}); "
+          f"median of the per-repeat ratios {paired:.2f}, ratio of the best rates {best:.2f}")
     if config.num_workers == 0:
         print(f"num_workers=0: loading is not overlapped with compute; the data path takes "
               f"{100 / (1 + ratio):.0f}% of each training step")
@@ -177,6 +185,10 @@ def run(args, workdir: Path) -> dict:
         "num_workers": config.num_workers,
         "target": TARGET,
         "meets_target": ratio >= TARGET,
+        "data_over_model_paired_median": round(paired, 3),
+        "data_over_model_best": round(best, 3),
+        "data_images_per_s_best": round(max(data_rates), 1),
+        "model_samples_per_s_best": round(max(model_rates), 1),
         "objective": config.objective,
         "image_size": [height, width],
         "repeats": args.repeats,
