@@ -149,27 +149,45 @@ def tokenizer_from_clip_files(vocab_file: str | Path, merges_file: str | Path) -
     return tokenizer_from_clip_vocab(vocab, read_merges(merges_file), source=str(vocab_file))
 
 
+def _apply_merges(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding of one word: repeatedly merge the adjacent pair of lowest rank."""
+    while len(symbols) > 1:
+        ranked = [(ranks[pair], i) for i, pair in enumerate(zip(symbols, symbols[1:])) if pair in ranks]
+        if not ranked:
+            break
+        _, i = min(ranked)
+        symbols = symbols[:i] + [symbols[i] + symbols[i + 1]] + symbols[i + 2:]
+    return symbols
+
+
 def merges_for_words(words: Iterable[str]) -> list[tuple[str, str]]:
     """Merges that spell each word as one token, for small offline vocabularies (tests, demos).
 
-    Each word (lower-cased, byte-level symbols) is merged left to right, its last symbol carrying `</w>` as in
-    CLIP. Merges already produced by an earlier word are reused, so the result is a valid BPE merge list.
+    Each word (lower-cased, byte-level symbols, its last symbol carrying `</w>` as in CLIP) is first encoded with
+    the merges so far; merges joining the resulting pieces left to right are then appended. Appended merges rank
+    after all earlier ones, so encoding reproduces those pieces first and then joins them: every word becomes a
+    single token (except in the rare case where the joined string is already produced by a different merge).
     """
     byte_symbols = bytes_to_unicode()
     merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
     produced: set[str] = set(base_vocabulary())
     for word in words:
         symbols = [byte_symbols[b] for b in word.lower().encode("utf-8")]
         if not symbols:
             continue
         symbols[-1] += END_OF_WORD
-        current = symbols[0]
-        for symbol in symbols[1:]:
-            merged = current + symbol
-            if merged not in produced:
-                merges.append((current, symbol))
-                produced.add(merged)
-            current = merged
+        pieces = _apply_merges(symbols, ranks)
+        current = pieces[0]
+        for piece in pieces[1:]:
+            pair = (current, piece)
+            if pair not in ranks:
+                if current + piece in produced:  # another merge already makes this string: stop here
+                    break
+                ranks[pair] = len(merges)
+                merges.append(pair)
+                produced.add(current + piece)
+            current += piece
     return merges
 
 

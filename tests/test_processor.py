@@ -1,6 +1,8 @@
 """GADMSProcessor and the GA-DMS tokenizer, checked against open_clip's CLIP tokenizer and PIL preprocessing."""
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import open_clip
 import pytest
 import torch
@@ -130,3 +132,14 @@ def test_processor_round_trip(tmp_path, tiny_processor):
 def test_processor_needs_an_input(tiny_processor):
     with pytest.raises(ValueError, match="needs `images`, `text`, or both"):
         tiny_processor()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=9), min_size=1, max_size=40,
+                unique=True))
+def test_word_vocabularies_spell_every_word_as_one_token(words):
+    """Checked with the `tokenizers` BPE engine (an independent implementation of merge application)."""
+    tokenizer = build_tokenizer(merges_for_words(words))
+    ids = tokenizer(" ".join(words))["input_ids"]
+    tokens = tokenizer.convert_ids_to_tokens(ids[1:-1])
+    assert tokens == [w + "</w>" for w in words]
