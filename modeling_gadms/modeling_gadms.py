@@ -383,11 +383,12 @@ class GADMSModel(GADMSPreTrainedModel):
         if objective == "irra":
             return irra_objective(self, input_ids, pixel_values, **common)
         bank = self.score_bank if sample_index is not None else None
+        length = input_ids.shape[1]  # captions may be padded to the batch's longest instead of the bank's 77
         if token_scores is None and bank is not None:
-            token_scores = bank.get(sample_index).to(input_ids.device)
+            token_scores = bank.get(sample_index)[:, :length].to(input_ids.device)
         output = gadms_objective(self, input_ids, pixel_values, token_scores=token_scores, **common)
         if bank is not None:
-            bank.update(sample_index, output["token_scores"])
+            bank.update(sample_index, F.pad(output["token_scores"], (0, bank.seq_len - length)))
         return output
 
 

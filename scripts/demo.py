@@ -1,64 +1,88 @@
-"""`make demo`: build a small GA-DMS, save it, reload it through transformers' Auto classes, and rank
-synthetic person images against captions (the embedded default data, generated on the fly, offline).
+"""`make demo`: the project's main job on its embedded default data, on CPU.
 
-The model is randomly initialised until the training scripts land, so the ranking is not meaningful yet:
-the demo shows the whole loading and retrieval path working end to end.
+1. generate the synthetic person set (WebPerson format, identity-disjoint train / validation / test);
+2. pretrain a small GA-DMS from scratch with the GA-DMS objective: `accelerate launch training/pretrain.py
+   --config configs/demo_cpu.yaml` (validation each epoch, best checkpoint on validation R@1);
+3. reload the saved model with `AutoModel.from_pretrained`, show a text search over the test gallery, and print
+   the test metrics of the final model.
+
+The last line printed is a JSON object: {"R1", "R5", "R10", "mAP", "mINP", "seconds"}.
 """
 
+from __future__ import annotations
+
 import argparse
-import re
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-import torch
-from transformers import AutoModel, AutoProcessor
+ROOT = Path(__file__).resolve().parents[1]
 
-from dataset_builders.synthetic import SyntheticPersonConfig, generate_records
-from modeling_gadms import GADMSConfig, GADMSModel, GADMSProcessor, person_image_processor
-from modeling_gadms.tokenization import build_tokenizer, merges_for_words
+
+def run(command: list[str]) -> None:
+    print("$ " + " ".join(command), flush=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    subprocess.run(command, cwd=ROOT, env=env, check=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo_output", help="where the demo model is saved (default: demo_output)")
-    parser.add_argument("--people", type=int, default=5, help="number of synthetic people to rank (default: 5)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="demo_output", help="working folder (default: demo_output)")
+    parser.add_argument("--identities", type=int, default=500, help="synthetic persons (default: 500)")
+    parser.add_argument("--config", default="configs/demo_cpu.yaml", help="training preset")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for training")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="training config override, passed to pretrain.py")
     args = parser.parse_args()
+    started = time.time()
+    out = Path(args.out)
+    data, run_dir = out / "data", out / "run"
+    bin_dir = Path(sys.executable).parent
 
-    torch.manual_seed(args.seed)
-    data = SyntheticPersonConfig(num_identities=args.people, images_per_identity=1, image_size=(96, 32),
-                                 split_fractions=(1.0, 0.0, 0.0), seed=args.seed)
-    records = list(generate_records(data))
-    captions = [record["captions"][0] for record in records]
-    images = [record["image"] for record in records]
+    marker = data / "synthetic_config.json"
+    if not marker.is_file() or json.loads(marker.read_text()).get("num_identities") != args.identities:
+        shutil.rmtree(data, ignore_errors=True)
+        run([sys.executable, "-m", "dataset_builders.synthetic", "--out", str(data), "--identities",
+             str(args.identities), "--images-per-identity", "4", "--image-size", "64x32", "--noise", "0.3",
+             "--seed", "0", "--no-progress"])
+    shutil.rmtree(run_dir, ignore_errors=True)
+    overrides = [item for o in args.overrides for item in ("--set", o)]
+    run([str(bin_dir / "accelerate"), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", str(args.threads),
+         "training/pretrain.py", "--config", args.config, "--set", f"data={data}", "--output-dir", str(run_dir),
+         *overrides])
 
-    # A small CLIP-format BPE vocabulary spelling every caption word as one token (the full CLIP vocabulary
-    # comes with converted CLIP weights: see `python -m modeling_gadms.convert --help`).
-    words = sorted({w for c in captions for w in re.findall(r"[a-z]+|[^\sa-z]", c.lower())})
-    tokenizer = build_tokenizer(merges_for_words(words))
-    config = GADMSConfig.tiny(vocab_size=len(tokenizer), image_size=(96, 32))
-    model_dir = Path(args.out) / "gadms-tiny"
-    fresh = GADMSModel(config)
-    fresh.save_pretrained(model_dir)
-    GADMSProcessor(person_image_processor(96, 32), tokenizer).save_pretrained(model_dir)
-    print(f"saved a randomly initialised GA-DMS ({fresh.num_parameters():,} parameters) to {model_dir}")
+    import torch
+    from transformers import AutoModel, AutoProcessor
 
-    model = AutoModel.from_pretrained(model_dir).eval()
-    processor = AutoProcessor.from_pretrained(model_dir)
-    print(f"reloaded with AutoModel -> {type(model).__name__}, AutoProcessor -> {type(processor).__name__}")
-    batch = processor(text=captions, images=images)
-    with torch.inference_mode():
-        out = model(**batch)
-    similarity = out.logits_per_text * model.config.temperature  # cosine similarity
+    import modeling_gadms  # noqa: F401
+    from training.data import load_training_table
 
-    print("\ncosine similarity, captions (rows) x images (columns); * marks each caption's top image")
-    print("caption".ljust(62) + "".join(f"img{j + 1:<5d}" for j in range(len(images))))
-    for i, caption in enumerate(captions):
-        best = int(similarity[i].argmax())
-        cells = "".join(f"{similarity[i, j]:+.3f}{'*' if j == best else ' '}  " for j in range(len(images)))
-        short = caption if len(caption) <= 58 else caption[:55] + "..."
-        print(f"{i + 1}. {short}".ljust(62) + cells)
-    hits = sum(int(similarity[i].argmax()) == i for i in range(len(captions)))
-    print(f"\nR@1 = {100 * hits / len(captions):.1f}% (chance {100 / len(captions):.1f}%; the model is untrained)")
+    model = AutoModel.from_pretrained(run_dir / "last").eval()
+    processor = AutoProcessor.from_pretrained(run_dir / "last")
+    test = load_training_table(str(data), "test")
+    query = test[0]["caption1"]
+    with torch.no_grad():
+        gallery = model.get_image_features(processor(images=list(test["image"]))["pixel_values"], normalize=True)
+        text = processor(text=[query])
+        scores = (model.get_text_features(text["input_ids"], text["attention_mask"], normalize=True) @ gallery.t())[0]
+    top = scores.topk(5)
+    print(f"\nreloaded {run_dir / 'last'} with AutoModel; query: {query!r} (person {test[0]['person_id']})")
+    for rank, (score, index) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1):
+        hit = "*" if test[index]["person_id"] == test[0]["person_id"] else " "
+        print(f"  {rank}. person {test[index]['person_id']:4d} {hit} cosine {score:+.3f}")
+
+    results = json.loads((run_dir / "results.json").read_text())
+    metrics = results["last"]
+    print(f"\ntest identities: {len(set(test['person_id']))}, gallery {len(test)} images, "
+          f"{2 * len(test)} caption queries; best validation epoch {results['best_epoch']}")
+    print("  ".join(f"{k} {metrics[k]:6.2f}" for k in ("R1", "R5", "R10", "mAP", "mINP")))
+    print(json.dumps({**{k: round(metrics[k], 2) for k in ("R1", "R5", "R10", "mAP", "mINP")},
+                      "seconds": round(time.time() - started, 1)}))
 
 
 if __name__ == "__main__":

@@ -122,3 +122,18 @@ def test_compute_token_scores_for_users(model):
     ids, _, pixels = _batch()
     scores = model.compute_token_scores(ids, pixels)
     assert scores.shape == ids.shape and scores[:, 0].eq(0).all()
+
+
+def test_score_bank_with_captions_shorter_than_the_bank(model):
+    ids, mask, pixels = _batch()
+    short = ids[:, :40]
+    bank = ScoreBank.from_config(model.config, num_samples=8)
+    model.attach_score_bank(bank)
+    try:
+        out = model(input_ids=short, pixel_values=pixels, attention_mask=mask[:, :40], objective="gadms",
+                    sample_index=torch.tensor([0, 1, 2, 3]))
+    finally:
+        model.attach_score_bank(None)
+    stored = bank.get(torch.tensor([0, 1, 2, 3]))
+    torch.testing.assert_close(stored[:, :40], out.token_scores.float(), atol=1e-3, rtol=0)
+    assert (stored[:, 40:] == 0).all()

@@ -55,6 +55,7 @@ class TrainingConfig:
     max_grad_norm: float | None = None
     mixed_precision: str = "no"
     activation_checkpointing: bool = False
+    text_padding: str = "max_length"
     augment: bool = True
     augment_pad: int = 10
     random_erasing: float = 0.5
@@ -91,6 +92,8 @@ class TrainingConfig:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.mixed_precision not in PRECISIONS:
             raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
+        if self.text_padding not in ("max_length", "longest"):
+            raise ValueError(f"text_padding must be 'max_length' or 'longest', got {self.text_padding!r}")
         if self.schedule_unit not in ("step", "epoch"):
             raise ValueError(f"schedule_unit must be 'step' or 'epoch', got {self.schedule_unit!r}")
         for name in ("epochs", "batch_size", "gradient_accumulation_steps", "keep_last", "eval_batch_size"):

@@ -136,9 +136,10 @@ class Collator:
     """Stack images, tokenize captions with the GA-DMS processor, map person ids to contiguous labels,
     and drop (and count) unreadable samples."""
 
-    def __init__(self, processor, identity_labels: dict | None = None):
+    def __init__(self, processor, identity_labels: dict | None = None, padding: str = "max_length"):
         self.processor = processor
         self.identity_labels = identity_labels
+        self.padding = padding  # "max_length" (77, as the released code) or "longest" in the batch (faster)
 
     def __call__(self, items: list[dict]) -> dict:
         kept = [item for item in items if "skipped" not in item]
@@ -146,7 +147,7 @@ class Collator:
         batch = {"skipped": skipped}
         if not kept:
             return batch
-        text = self.processor(text=[item["caption"] for item in kept], return_tensors="pt")
+        text = self.processor(text=[item["caption"] for item in kept], return_tensors="pt", padding=self.padding)
         persons = [item["person_id"] for item in kept]
         if self.identity_labels is not None:
             persons = [self.identity_labels[p] for p in persons]

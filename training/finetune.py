@@ -17,7 +17,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.cli import build_parser, parse, run  # noqa: E402
-from training.data import CaptionSamples, Collator, transform_for  # noqa: E402
+from training.data import CaptionSamples, transform_for  # noqa: E402
 from training.trainer import Trainer, build_model  # noqa: E402
 
 
@@ -39,8 +39,7 @@ def main(argv=None) -> dict:
     model, processor = build_model(config, captions=captions, num_identities=max(labels) + 1)
     eval_split = evaluation_view(splits["validation"]) if config.eval_split and "validation" in splits else None
     test_split = evaluation_view(splits["test"]) if config.test_split and "test" in splits else None
-    trainer = Trainer(config, model, processor, samples, eval_split=eval_split, test_split=test_split,
-                      collator=Collator(processor))
+    trainer = Trainer(config, model, processor, samples, eval_split=eval_split, test_split=test_split)
     return run(trainer, args.resume)
 
 

@@ -160,7 +160,7 @@ class Trainer:
             batch_size=config.batch_size,
             sampler=self.sampler,
             num_workers=config.num_workers,
-            collate_fn=collator or Collator(processor),
+            collate_fn=collator or Collator(processor, padding=config.text_padding),
             drop_last=True,
             generator=torch.Generator().manual_seed(config.seed),  # iterator creation never touches the global RNG
             persistent_workers=False,
