@@ -150,23 +150,32 @@ def tokenizer_from_clip_files(vocab_file: str | Path, merges_file: str | Path) -
 
 
 def _apply_merges(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
-    """Byte-pair encoding of one word: repeatedly merge the adjacent pair of lowest rank."""
+    """Byte-pair encoding of one word, as BPE engines do it: repeatedly take the adjacent pair of lowest rank and
+    merge every occurrence of it, left to right."""
     while len(symbols) > 1:
-        ranked = [(ranks[pair], i) for i, pair in enumerate(zip(symbols, symbols[1:])) if pair in ranks]
-        if not ranked:
+        present = [(ranks[pair], pair) for pair in zip(symbols, symbols[1:]) if pair in ranks]
+        if not present:
             break
-        _, i = min(ranked)
-        symbols = symbols[:i] + [symbols[i] + symbols[i + 1]] + symbols[i + 2:]
+        _, pair = min(present)
+        merged, i = [], 0
+        while i < len(symbols):
+            if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
+                merged.append(symbols[i] + symbols[i + 1])
+                i += 2
+            else:
+                merged.append(symbols[i])
+                i += 1
+        symbols = merged
     return symbols
 
 
 def merges_for_words(words: Iterable[str]) -> list[tuple[str, str]]:
     """Merges that spell each word as one token, for small offline vocabularies (tests, demos).
 
-    Each word (lower-cased, byte-level symbols, its last symbol carrying `</w>` as in CLIP) is first encoded with
-    the merges so far; merges joining the resulting pieces left to right are then appended. Appended merges rank
-    after all earlier ones, so encoding reproduces those pieces first and then joins them: every word becomes a
-    single token (except in the rare case where the joined string is already produced by a different merge).
+    Each word (lower-cased, byte-level symbols, its last symbol carrying `</w>` as in CLIP) is encoded with the
+    merges so far; while it is more than one piece, a merge of its first two pieces is appended and it is encoded
+    again. Appended merges rank after all earlier ones, so words handled before keep their single token. (A word
+    stays split only in the rare case where the joined string is already produced by a different merge.)
     """
     byte_symbols = bytes_to_unicode()
     merges: list[tuple[str, str]] = []
@@ -177,17 +186,13 @@ def merges_for_words(words: Iterable[str]) -> list[tuple[str, str]]:
         if not symbols:
             continue
         symbols[-1] += END_OF_WORD
-        pieces = _apply_merges(symbols, ranks)
-        current = pieces[0]
-        for piece in pieces[1:]:
-            pair = (current, piece)
-            if pair not in ranks:
-                if current + piece in produced:  # another merge already makes this string: stop here
-                    break
-                ranks[pair] = len(merges)
-                merges.append(pair)
-                produced.add(current + piece)
-            current += piece
+        while len(pieces := _apply_merges(symbols, ranks)) > 1:
+            pair = (pieces[0], pieces[1])
+            if pair in ranks or "".join(pair) in produced:
+                break
+            ranks[pair] = len(merges)
+            merges.append(pair)
+            produced.add("".join(pair))
     return merges
 
 

@@ -1,7 +1,7 @@
 """GADMSProcessor and the GA-DMS tokenizer, checked against open_clip's CLIP tokenizer and PIL preprocessing."""
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 import open_clip
 import pytest
@@ -134,9 +134,11 @@ def test_processor_needs_an_input(tiny_processor):
         tiny_processor()
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=9), min_size=1, max_size=40,
                 unique=True))
+@example(["aaaaa"])
+@example(["abab", "ababab", "bab", "aaaa", "aa"])
 def test_word_vocabularies_spell_every_word_as_one_token(words):
     """Checked with the `tokenizers` BPE engine (an independent implementation of merge application)."""
     tokenizer = build_tokenizer(merges_for_words(words))
