@@ -6,16 +6,16 @@ data-loader workers, sees exactly the same pixels as an uninterrupted one.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
+from evaluation.embedding import open_image
 from modeling_gadms.processing_gadms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 logger = logging.getLogger(__name__)
@@ -45,20 +45,9 @@ def transform_for(config) -> v2.Compose:
 
 
 def load_image(value) -> Image.Image:
-    """An RGB PIL image from a data set cell: a PIL image, `{"bytes", "path"}` (datasets' undecoded Image), or a path.
-
-    Raises `OSError` / `ValueError` for unreadable data, naming the path when there is one.
-    """
-    if isinstance(value, Image.Image):
-        image = value
-    elif isinstance(value, dict) and (value.get("bytes") or value.get("path")):
-        source = io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
-        image = Image.open(source)
-    elif isinstance(value, (str, Path)):
-        image = Image.open(value)
-    else:
-        raise ValueError(f"not an image: {type(value).__name__}")
-    image.load()
+    """An RGB PIL image from a data set cell (a PIL image, a path, or datasets' undecoded `{"bytes", "path"}`),
+    read with the evaluation package's `open_image`; unreadable data raises `OSError` / `ValueError` / `TypeError`."""
+    image = open_image(value)
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
@@ -116,7 +105,7 @@ class CaptionSamples(Dataset):
         row = self.dataset[row_index]
         try:
             image = load_image(row[self.image_column])
-        except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as error:
+        except (OSError, ValueError, TypeError, SyntaxError) as error:
             cell = row[self.image_column]
             where = cell.get("path") if isinstance(cell, dict) else None
             return {"skipped": f"row {row_index}{f' ({where})' if where else ''}: {error}"}

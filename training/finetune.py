@@ -34,9 +34,8 @@ def main(argv=None) -> dict:
         train = train.select(range(min(config.max_train_samples, len(train))))
     samples = CaptionSamples(train, transform_for(config), caption_columns=("caption",), id_column="label",
                              seed=config.seed)
-    labels = {label: label for label in samples.identities}
     captions = list(train["caption"]) if config.model == "tiny" else None
-    model, processor = build_model(config, captions=captions, num_identities=max(labels) + 1)
+    model, processor = build_model(config, captions=captions, num_identities=max(samples.identities) + 1)
     eval_split = evaluation_view(splits["validation"]) if config.eval_split and "validation" in splits else None
     test_split = evaluation_view(splits["test"]) if config.test_split and "test" in splits else None
     trainer = Trainer(config, model, processor, samples, eval_split=eval_split, test_split=test_split)

@@ -337,7 +337,7 @@ class Trainer:
                 self.state.step_in_epoch = 0
                 history.append(self._end_of_epoch(epoch))
                 self.save_checkpoint()
-            elif not self._checkpoints() or self._checkpoints()[-1][0] != self.state.global_step:
+            elif self.state.global_step not in {step for step, _ in self._checkpoints()}:
                 self.save_checkpoint()  # stopped mid-epoch by max_steps: resumable from here
         progress.close()
         return {"history": history, "skipped_images": self.state.skipped_images}
