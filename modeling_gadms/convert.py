@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPModel
 
-from .configuration_gadms import GADMSConfig, image_size_hw
+from .configuration_gadms import PRESETS, GADMSConfig, image_size_hw
 from .modeling_gadms import GADMSModel, resize_position_embedding
 from .processing_gadms import GADMSProcessor, person_image_processor
 from .tokenization import (
@@ -317,8 +317,6 @@ def gadms_config_from_released(
     state_dict: dict[str, torch.Tensor], image_size=(384, 128), preset: str = "released", **config_kwargs
 ) -> GADMSConfig:
     """A [`GADMSConfig`] for a released checkpoint: the CLIP architecture, decoder depth, classifier size."""
-    from .configuration_gadms import PRESETS
-
     if "cross_attn.in_proj_weight" not in state_dict:
         raise ConversionError("not a released GA-DMS / IRRA checkpoint: no cross_attn.in_proj_weight")
     clip = {k[len(RELEASED_PREFIX):]: v for k, v in state_dict.items() if k.startswith(RELEASED_PREFIX)}
@@ -488,8 +486,6 @@ def _parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     """Command-line entry point."""
     args = _parse_args(argv)
-    from .configuration_gadms import PRESETS
-
     preset = PRESETS[args.preset]
     try:
         if args.source == "clip":
