@@ -1,0 +1,264 @@
+"""Top-k inner-product search over a gallery of L2-normalised embeddings, exact, with torch or FAISS.
+
+Both backends return the same results for the same gallery and queries: the same indices in the same order,
+and bit-identical scores. Each backend first collects *candidates* (every gallery row whose approximate score
+lies within a tolerance of the approximate k-th best score; the tolerance bounds the backend's rounding error
+twice over), then one shared step rescores the candidates exactly and ranks them by
+
+    score, descending; ties broken by gallery index, ascending
+
+(the evaluation protocol's rule). The exact score of row ``i`` is the dot product of ``gallery[i]`` (as
+stored, e.g. float16) with the float32 normalised query, with the products formed in float64 (exactly) and
+summed pairwise in a fixed order, so that it does not depend on which or how many rows are rescored together.
+
+- ``torch`` (:func:`exact_topk`): a matrix product in the gallery's own dtype (float16 storage: a float16
+  product, float32 accumulation), over chunks of the gallery into one score buffer.
+- ``faiss`` (:func:`faiss_topk`): a ``faiss.IndexFlatIP`` over a float32 copy of the gallery (built once,
+  see :func:`build_faiss_index`); an extra range search when ties run past the first candidates.
+- ``auto``: FAISS for galleries of at least :data:`FAISS_THRESHOLD` rows when ``faiss`` is installed,
+  torch otherwise.
+
+``k`` larger than the gallery returns every row (``min(k, N)`` columns).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from evaluation.embedding import embed_texts
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .index import GalleryIndex
+
+__all__ = [
+    "BACKENDS",
+    "FAISS_THRESHOLD",
+    "SearchHit",
+    "build_faiss_index",
+    "exact_topk",
+    "faiss_topk",
+    "import_faiss",
+    "resolve_backend",
+    "search_embeddings",
+    "search_text",
+]
+
+#: ``backend`` choices.
+BACKENDS = ("auto", "torch", "faiss")
+#: Galleries of at least this many images use FAISS under ``backend="auto"`` (when it is installed).
+FAISS_THRESHOLD = 200_000
+#: Gallery rows per matrix product in :func:`exact_topk` (bounds the temporary memory of a chunk).
+GALLERY_CHUNK = 262_144
+#: Upper bound on the entries of :func:`exact_topk`'s score buffer (queries are processed in blocks).
+SCORE_BUFFER = 1 << 26
+#: Candidates asked of FAISS beyond ``k`` before falling back to a range search for long runs of ties.
+FAISS_EXTRA = 16
+#: Candidate window below the approximate k-th score, per dtype of the approximate scores: at least twice
+#: the worst rounding error of a dot product of unit vectors computed in that dtype.
+TOLERANCE = {torch.float16: 4e-3, torch.bfloat16: 3e-2, torch.float32: 1e-4, torch.float64: 1e-9}
+
+
+@dataclass
+class SearchHit:
+    """One search result: its rank (1-based), cosine similarity and the image's absolute path."""
+
+    rank: int
+    score: float
+    path: Path
+
+
+def import_faiss() -> Any:
+    """``import faiss``, or an ``ImportError`` that names the ``gadms[search]`` extra."""
+    try:
+        import faiss
+    except ImportError as err:
+        raise ImportError(
+            'the FAISS backend needs the faiss package: pip install "gadms[search]" (or faiss-cpu / faiss-gpu)'
+        ) from err
+    return faiss
+
+
+def _faiss_available() -> bool:
+    try:
+        import_faiss()
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, size: int) -> str:
+    """``torch`` or ``faiss`` for a gallery of ``size`` rows (``auto``: see :data:`FAISS_THRESHOLD`)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    if size < FAISS_THRESHOLD:
+        return "torch"
+    if _faiss_available():
+        return "faiss"
+    warnings.warn(
+        f'gallery of {size} images: FAISS would be used but is not installed (pip install "gadms[search]"); '
+        "searching with torch",
+        stacklevel=2,
+    )
+    return "torch"
+
+
+def _normalise(queries: torch.Tensor) -> torch.Tensor:
+    if queries.dim() == 1:
+        queries = queries.unsqueeze(0)
+    if queries.dim() != 2:
+        raise ValueError(f"queries must be [Q, D] (or [D]), got shape {tuple(queries.shape)}")
+    return F.normalize(queries.float(), dim=-1)
+
+
+def _check(gallery: torch.Tensor, queries: torch.Tensor, k: int) -> None:
+    if gallery.dim() != 2:
+        raise ValueError(f"gallery must be [N, D], got shape {tuple(gallery.shape)}")
+    if len(gallery) and queries.shape[1] != gallery.shape[1]:
+        raise ValueError(f"queries have dimension {queries.shape[1]}, the gallery {gallery.shape[1]}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+
+
+def _empty(queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.empty(len(queries), 0), torch.empty(len(queries), 0, dtype=torch.long)
+
+
+def _exact_scores(rows: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """Dot products of ``rows`` [C, D] with ``query`` [D] in float64, summed pairwise in a fixed order.
+
+    The products of float16/bfloat16/float32 values are exact in float64, and the fixed summation tree makes
+    each row's score independent of the other rows, so both backends rank equal rows equally.
+    """
+    products = rows.double() * query.double()
+    width = 1 << max(products.shape[-1] - 1, 0).bit_length()
+    products = F.pad(products, (0, width - products.shape[-1]))
+    while products.shape[-1] > 1:
+        products = products[..., 0::2] + products[..., 1::2]
+    return products[..., 0]
+
+
+def _rank(gallery: torch.Tensor, query: torch.Tensor, candidates: torch.Tensor, k: int):
+    """Exact scores of ``candidates`` (gallery indices), best ``k`` by (score desc, index asc)."""
+    candidates = torch.unique(candidates.to(device=gallery.device, dtype=torch.long))  # sorted ascending
+    scores = _exact_scores(gallery[candidates], query.to(gallery.device))
+    order = torch.sort(scores, descending=True, stable=True).indices[:k]  # stable: ties keep index order
+    return scores[order].float().cpu(), candidates[order].cpu()
+
+
+def _stack(results: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([s for s, _ in results]), torch.stack([i for _, i in results])
+
+
+def exact_topk(
+    gallery: torch.Tensor, queries: torch.Tensor, k: int, *, chunk_size: int = GALLERY_CHUNK
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-``k`` inner-product search with torch.
+
+    Args:
+        gallery: ``[N, D]`` L2-normalised rows (any float dtype; float16 is searched in float16).
+        queries: ``[Q, D]`` or ``[D]`` queries (normalised here).
+        k: results per query (``min(k, N)`` are returned).
+        chunk_size: gallery rows per matrix product.
+
+    Returns:
+        ``(scores, indices)``: ``[Q, min(k, N)]`` float32 and int64 CPU tensors, best first, ties by index.
+    """
+    queries = _normalise(queries)
+    _check(gallery, queries, k)
+    n = len(gallery)
+    if n == 0:
+        return _empty(queries)
+    k = min(k, n)
+    dtype = gallery.dtype if gallery.dtype in TOLERANCE else torch.float32
+    tolerance = TOLERANCE[dtype]
+    block = max(1, SCORE_BUFFER // n)
+    results = []
+    for start in range(0, len(queries), block):
+        q = queries[start : start + block]
+        q_t = q.to(device=gallery.device, dtype=dtype).T
+        scores = torch.empty(n, len(q), dtype=dtype, device=gallery.device)  # row slices stay contiguous
+        for row in range(0, n, chunk_size):
+            torch.matmul(gallery[row : row + chunk_size].to(dtype), q_t, out=scores[row : row + chunk_size])
+        kth = scores.topk(k, dim=0).values[-1].float()
+        for j in range(len(q)):
+            candidates = (scores[:, j].float() >= kth[j] - tolerance).nonzero().flatten()
+            results.append(_rank(gallery, q[j], candidates, k))
+    return _stack(results)
+
+
+def build_faiss_index(gallery: torch.Tensor) -> Any:
+    """A ``faiss.IndexFlatIP`` over a float32 copy of ``gallery`` (build it once, search it many times)."""
+    faiss = import_faiss()
+    vectors = gallery.detach().to("cpu", torch.float32).contiguous().numpy()
+    index = faiss.IndexFlatIP(gallery.shape[1])
+    index.add(vectors)
+    return index
+
+
+def faiss_topk(
+    gallery: torch.Tensor, queries: torch.Tensor, k: int, *, index: Any = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-``k`` inner-product search with a FAISS flat index; same results as :func:`exact_topk`.
+
+    Args:
+        gallery: ``[N, D]`` L2-normalised rows (used to rescore the candidates).
+        queries: ``[Q, D]`` or ``[D]`` queries (normalised here).
+        k: results per query (``min(k, N)`` are returned).
+        index: ``build_faiss_index(gallery)``, built here when not given.
+    """
+    queries = _normalise(queries)
+    _check(gallery, queries, k)
+    n = len(gallery)
+    if n == 0:
+        return _empty(queries)
+    if index is None:
+        index = build_faiss_index(gallery)
+    if index.ntotal != n:
+        raise ValueError(f"the FAISS index holds {index.ntotal} vectors, the gallery {n}")
+    k = min(k, n)
+    tolerance = TOLERANCE[torch.float32]
+    q = queries.cpu().contiguous().numpy()
+    first = min(n, k + FAISS_EXTRA)
+    distances, labels = index.search(q, first)
+    results = []
+    for j in range(len(q)):
+        threshold = float(distances[j, k - 1]) - tolerance
+        if first < n and distances[j, first - 1] >= threshold:  # ties may run past the first candidates
+            _, _, found = index.range_search(q[j : j + 1], threshold)
+            candidates = torch.from_numpy(found)
+        else:
+            candidates = torch.from_numpy(labels[j][distances[j] >= threshold])
+        results.append(_rank(gallery, queries[j], candidates, k))
+    return _stack(results)
+
+
+def search_embeddings(
+    gallery: torch.Tensor, queries: torch.Tensor, k: int = 10, backend: str = "auto", *, faiss_index: Any = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` search with the backend ``backend`` resolves to (see :func:`resolve_backend`)."""
+    if resolve_backend(backend, len(gallery)) == "faiss":
+        return faiss_topk(gallery, queries, k, index=faiss_index)
+    return exact_topk(gallery, queries, k)
+
+
+def search_text(
+    index: GalleryIndex, model: torch.nn.Module, processor: Any, text: str, k: int = 10, backend: str = "auto"
+) -> list[SearchHit]:
+    """The ``k`` gallery images that best match the caption ``text``, best first.
+
+    ``model`` and ``processor`` should be the ones that built ``index`` (``index.model``).
+    """
+    query = embed_texts(model, processor, [text], progress=False)
+    scores, indices = index.search(query, k=k, backend=backend)
+    return [
+        SearchHit(rank=rank, score=float(score), path=index.image_path(int(i)).resolve())
+        for rank, (score, i) in enumerate(zip(scores[0].tolist(), indices[0].tolist()), start=1)
+    ]
