@@ -1,5 +1,198 @@
-"""The ``gadms`` console script (placeholder until the subcommands land)."""
+"""The ``gadms`` command: index a folder of person images, search it by text, explain a caption's match.
+
+Examples::
+
+    gadms index --model ./gadms-vitb16 --images photos/ --out photos-index/
+    gadms index --model ./gadms-vitb16 --images photos/ --out photos-index/ --update   # new files only
+    gadms search photos-index/ "a man in a black jacket" -k 10 --html results.html
+    gadms explain --model ./gadms-vitb16 --text "a woman in a red coat" --image photos/0001.jpg --png why.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from dataset_builders.cli_types import positive_int
+from evaluation.embedding import PRECISIONS, load_model_and_processor
+
+from .explain import explain, render_html, render_terminal, save_png
+from .index import INDEX_FILE, SKIPPED_FILE, GalleryIndex, normalise_model_id, write_skipped
+from .search import BACKENDS, FAISS_THRESHOLD, render_hits_html, search_text
+
+__all__ = ["build_parser", "main"]
 
 
-def main(argv=None) -> int:
-    raise SystemExit("gadms: no subcommands yet")
+def _device(name: str | None) -> torch.device:
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``gadms`` and its subcommands."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="gadms", description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n", 1)[1],
+        formatter_class=formatter,
+    )  # fmt: skip
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    index = commands.add_parser(
+        "index", help="embed a folder of images into an index", formatter_class=formatter,
+        description="Embed every image under --images (recursively: .jpg .jpeg .png .webp .bmp) with the "
+        "model's image tower and write the index to --out: embeddings.safetensors (L2-normalised, float16), "
+        f"index.json (model id, images folder, relative paths) and {SKIPPED_FILE} (unreadable files, which "
+        "are skipped and listed, path<TAB>reason).",
+    )  # fmt: skip
+    index.add_argument("--model", required=True, help="model folder or Hugging Face hub id")
+    index.add_argument("--images", required=True, help="folder of images to index (searched recursively)")
+    index.add_argument("--out", required=True, help="index folder to write")
+    index.add_argument(
+        "--update", action="store_true",
+        help="update the index in --out: embed only images it lacks, drop those whose files are gone "
+        "(refused when --model differs from the index's model)",
+    )  # fmt: skip
+    index.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default: 64)")
+    _add_device(index)
+    index.add_argument(
+        "--precision", default="fp32", choices=list(PRECISIONS), help="inference precision via autocast (default: fp32)"
+    )
+    index.add_argument("--no-progress", action="store_true", help="no progress bar")
+    index.set_defaults(func=run_index)
+
+    search = commands.add_parser(
+        "search", help="search an index by text", formatter_class=formatter,
+        description="Embed the caption with the index's model and print the best-matching images: rank, "
+        "cosine similarity, path. Exact search: torch by default, FAISS (flat inner-product index) "
+        f"automatically from {FAISS_THRESHOLD:,} images when installed (pip install \"gadms[search]\"); both "
+        "give the same results (ties broken by path order).",
+    )  # fmt: skip
+    search.add_argument("index_dir", help="index folder written by `gadms index`")
+    search.add_argument("text", help="the caption to search for")
+    search.add_argument("-k", type=positive_int, default=10, help="number of results (default: 10)")
+    search.add_argument("--html", metavar="FILE", help="also write an HTML page with the result images")
+    search.add_argument("--backend", default="auto", choices=BACKENDS, help="search backend (default: auto)")
+    search.add_argument("--model", default=None, help="use this model instead of the one the index names")
+    _add_device(search)
+    search.set_defaults(func=run_search)
+
+    explain_ = commands.add_parser(
+        "explain", help="show which words of a caption drive its match (GASS token scores)",
+        formatter_class=formatter,
+        description="GASS token scores of a caption in [0, 1]: how much each token drives the caption's "
+        "similarity with a target image (start/end-of-text tokens score 0). The target is --image; without "
+        "it, a neutral image: the model's embedding of all-zero pixel values, i.e. the processor's mean "
+        "colour everywhere. Printed as coloured tokens (no colour when stdout is not a terminal, or with "
+        "--no-color) and a `token score` listing.",
+    )  # fmt: skip
+    explain_.add_argument("--model", required=True, help="GA-DMS model folder or Hugging Face hub id")
+    explain_.add_argument("--text", required=True, help="the caption")
+    explain_.add_argument("--image", default=None, help="target image (also prints the caption-image similarity)")
+    explain_.add_argument("--html", metavar="FILE", help="also write the coloured tokens as an HTML page")
+    explain_.add_argument("--png", metavar="FILE", help="also draw the coloured tokens into a PNG image")
+    explain_.add_argument("--no-color", action="store_true", help="no ANSI colours in the terminal output")
+    explain_.add_argument(
+        "--variant", default=None, choices=["paper", "released"], help="GASS variant (default: the model's config)"
+    )
+    _add_device(explain_)
+    explain_.set_defaults(func=run_explain)
+    return parser
+
+
+def run_index(args: argparse.Namespace) -> int:
+    """``gadms index``."""
+    images, out = Path(args.images), Path(args.out)
+    if not images.is_dir():
+        raise FileNotFoundError(f"images folder not found: {images}")
+    existing = None
+    if args.update:
+        if (out / INDEX_FILE).is_file():
+            existing = GalleryIndex.load(out)
+            if existing.model != normalise_model_id(args.model):
+                raise ValueError(
+                    f"--update: the index in {out} was built with model {existing.model!r}, not "
+                    f"{normalise_model_id(args.model)!r}; index into a new folder (or drop --update) to switch models"
+                )
+        else:
+            print(f"no index in {out} yet: building a new one")
+    model, processor = load_model_and_processor(args.model, device=_device(args.device))
+    index, skipped = GalleryIndex.build(
+        model, processor, images, model_id=args.model, batch_size=args.batch_size,
+        precision=args.precision, progress=not args.no_progress, existing=existing,
+    )  # fmt: skip
+    index.save(out)
+    write_skipped(out / SKIPPED_FILE, skipped)
+    if existing is not None:
+        kept = len(set(existing.paths) & set(index.paths))
+        print(
+            f"updated {out}: {len(index)} images ({len(index) - kept} new, {kept} kept, "
+            f"{len(existing) - kept} removed) from {index.root}"
+        )
+    else:
+        print(f"indexed {len(index)} images from {index.root} into {out}")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable files (listed in {out / SKIPPED_FILE}):")
+        for path, reason in skipped:
+            print(f"  {path}: {reason}")
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    """``gadms search``."""
+    index = GalleryIndex.load(args.index_dir)
+    model, processor = load_model_and_processor(args.model or index.model, device=_device(args.device))
+    hits = search_text(index, model, processor, args.text, k=args.k, backend=args.backend)
+    width = len(str(len(hits)))
+    for hit in hits:
+        print(f"{hit.rank:>{width}}  {hit.score:.4f}  {hit.path}")
+    if args.html:
+        page = Path(args.html)
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(render_hits_html(hits, args.text, relative_to=page.parent.resolve()), encoding="utf-8")
+        print(f"wrote {page}")
+    return 0
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    """``gadms explain``."""
+    if args.image is not None and not Path(args.image).is_file():
+        raise FileNotFoundError(f"image not found: {args.image}")
+    model, processor = load_model_and_processor(args.model, device=_device(args.device))
+    scores = explain(model, processor, args.text, image=args.image, variant=args.variant)
+    print(render_terminal(scores, color=not args.no_color and sys.stdout.isatty()))
+    if args.html:
+        page = Path(args.html)
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(
+            '<!doctype html>\n<html><head><meta charset="utf-8"><title>gadms explain</title></head>\n'
+            f"<body>{render_html(scores)}</body></html>\n",
+            encoding="utf-8",
+        )
+        print(f"wrote {page}")
+    if args.png:
+        Path(args.png).parent.mkdir(parents=True, exist_ok=True)
+        save_png(scores, args.png)
+        print(f"wrote {args.png}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``gadms`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status (errors: 1)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (OSError, ValueError, ImportError) as err:
+        print(f"gadms {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -35,6 +35,7 @@ __all__ = [
     "SKIPPED_FILE",
     "GalleryIndex",
     "find_images",
+    "normalise_model_id",
     "write_skipped",
 ]
 
@@ -70,7 +71,7 @@ def write_skipped(path: str | os.PathLike, skipped: Sequence[tuple[str, str]]) -
     Path(path).write_text(lines, encoding="utf-8")
 
 
-def _model_id(name_or_path: str | os.PathLike) -> str:
+def normalise_model_id(name_or_path: str | os.PathLike) -> str:
     """A model folder as its absolute path (so the index works from any directory), a hub id as given."""
     path = Path(name_or_path).expanduser()
     return str(path.resolve()) if path.is_dir() else str(name_or_path)
@@ -199,7 +200,7 @@ class GalleryIndex:
             FileNotFoundError: ``images_dir`` is not a folder.
             ValueError: ``existing`` was built with another model or from another folder.
         """
-        model_id = _model_id(model_id)
+        model_id = normalise_model_id(model_id)
         root = Path(images_dir).expanduser().resolve()
         paths = find_images(root)
         kept: dict[str, torch.Tensor] = {}
