@@ -115,7 +115,7 @@ def build_demo(index: GalleryIndex, model: Any, processor: Any, *, k: int = DEFA
         if examples:
             gr.Examples(examples=[[e] for e in examples], inputs=[query], label="Example queries",
                         cache_examples=False)
-        gallery = gr.Gallery(label="Top-k images", columns=10, height="auto", object_fit="contain",
+        gallery = gr.Gallery(label="Top-k images", columns=5, height="auto", object_fit="contain",
                              elem_id="gadms-results")
         tokens = gr.HTML(_message(EMPTY_QUERY_MESSAGE), elem_id="gadms-token-scores")
 
