@@ -1,4 +1,4 @@
-"""GA-DMS person search demo: type a description, see the best-matching gallery images and the GASS token scores.
+"""GA-DMS person search demo: type a description, see the best gallery matches and the GASS token scores.
 
 A Gradio app (the Hugging Face Spaces convention: ``app.py`` at the repository root). It searches a gallery
 index (``retrieval.index.GalleryIndex``) with a GA-DMS model and shows
@@ -7,10 +7,11 @@ index (``retrieval.index.GalleryIndex``) with a GA-DMS model and shows
 - the query's tokens coloured by their GASS scores against the best image (``retrieval.explain``).
 
 Run ``make demo`` once (it trains the small demo model into ``demo_output/run``), then ``python app.py``:
-without ``--index`` the app generates a small synthetic gallery of unseen persons (``dataset_builders.synthetic``)
-and indexes it, both once, cached under ``--workdir``. ``python app.py --model DIR_OR_HUB_ID --index INDEX_DIR``
-searches your own images (``gadms index`` writes an index folder). Nothing is sent anywhere: analytics off, no
-share link, the page's fonts are Gradio's bundled ones.
+without ``--index`` the app generates a small synthetic gallery of unseen persons
+(``dataset_builders.synthetic``) and indexes it, both once, cached under ``--workdir``. ``python app.py
+--index INDEX_DIR`` searches your own images (``gadms index --model ... --images DIR --out INDEX_DIR``
+writes the index folder) with the index's model, or ``--model DIR_OR_HUB_ID``. Nothing is sent anywhere:
+analytics off, no share link, the page's fonts are Gradio's bundled ones.
 
 For tests: ``build_demo(index, model, processor, k=...)`` returns the ``gr.Blocks`` without launching it, and
 ``run_query`` is the search callback.
@@ -35,7 +36,7 @@ from retrieval.index import GalleryIndex  # noqa: E402
 from retrieval.search import search_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
-#: Where ``make demo`` (scripts/demo.py, configs/demo_cpu.yaml) saves its model: best validation R@1, then last.
+#: Where ``make demo`` (scripts/demo.py, configs/demo_cpu.yaml) saves its model: best validation R@1, last.
 DEMO_MODELS: tuple[Path, ...] = (ROOT / "demo_output" / "run" / "best", ROOT / "demo_output" / "run" / "last")
 DEFAULT_WORKDIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gadms" / "app"
 DEFAULT_K = 10
@@ -72,7 +73,8 @@ def run_query(index: GalleryIndex, model: Any, processor: Any, query: str | None
         return [], _message(EMPTY_QUERY_MESSAGE)
     k = max(1, min(int(k), len(index)))
     hits = search_text(index, model, processor, text, k=k)
-    items = [(str(hit.path), f"#{hit.rank} {hit.score:.3f} {_relative(hit.path, index.root)}") for hit in hits]
+    items = [(str(hit.path), f"#{hit.rank} {hit.score:.3f} {_relative(hit.path, index.root)}")
+             for hit in hits]
     if not hits:
         return [], _message("The gallery is empty.")
     scores = explain(model, processor, text, image=hits[0].path)
@@ -128,7 +130,7 @@ def build_demo(index: GalleryIndex, model: Any, processor: Any, *, k: int = DEFA
 
 
 def default_model() -> str:
-    """``$GADMS_MODEL``, else the model ``make demo`` saved; a ``SystemExit`` saying what to do when neither."""
+    """``$GADMS_MODEL``, else the model ``make demo`` saved; else a ``SystemExit`` saying what to do."""
     if os.environ.get("GADMS_MODEL"):
         return os.environ["GADMS_MODEL"]
     for path in DEMO_MODELS:
@@ -137,6 +139,15 @@ def default_model() -> str:
     raise SystemExit(
         "app.py: no model. Run `make demo` first (it trains the demo model into demo_output/run/best), "
         "or pass --model DIR_OR_HUB_ID (or set GADMS_MODEL).")
+
+
+def choose_model(model: str | None, index: GalleryIndex | None = None) -> str:
+    """The model to load: ``model`` (``--model``), else ``$GADMS_MODEL``, else ``index``'s own model (other
+    weights would embed the queries in another space), else :func:`default_model`; a folder as its absolute
+    path."""
+    chosen = model or os.environ.get("GADMS_MODEL") or (index.model if index is not None else None) \
+        or default_model()
+    return str(Path(chosen).resolve()) if Path(chosen).is_dir() else chosen
 
 
 def _model_fingerprint(model_id: str) -> str:
@@ -158,7 +169,8 @@ def _gallery_image_size(processor: Any) -> tuple[int, int]:
     return max(int(height), 24), max(int(width), 8)
 
 
-def synthetic_gallery(workdir: Path, image_size: tuple[int, int], *, identities: int = GALLERY_IDENTITIES) -> Path:
+def synthetic_gallery(workdir: Path, image_size: tuple[int, int], *,
+                      identities: int = GALLERY_IDENTITIES) -> Path:
     """The images folder of the app's synthetic gallery under ``workdir``, generated on first use."""
     from dataset_builders.synthetic import SyntheticPersonConfig, write_cuhk_pedes
 
@@ -166,7 +178,8 @@ def synthetic_gallery(workdir: Path, image_size: tuple[int, int], *, identities:
     folder = workdir / f"synthetic-{height}x{width}-n{identities}-seed{GALLERY_SEED}"
     if not (folder / "reid_raw.json").is_file():
         print(f"app.py: drawing a synthetic gallery of {identities} persons into {folder}", flush=True)
-        config = SyntheticPersonConfig(num_identities=identities, images_per_identity=GALLERY_IMAGES_PER_IDENTITY,
+        config = SyntheticPersonConfig(num_identities=identities,
+                                       images_per_identity=GALLERY_IMAGES_PER_IDENTITY,
                                        image_size=image_size, seed=GALLERY_SEED,
                                        split_fractions=(1.0, 0.0, 0.0))  # one split: the app shows them all
         write_cuhk_pedes(config, folder, overwrite=True)
@@ -192,13 +205,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="GA-DMS text-to-person search in the browser (Gradio): type a description, see the top-k "
                     "gallery images with scores and the query's GASS token scores.",
         epilog="examples:\n"
-               "  make demo && python app.py                      # demo model, synthetic gallery\n"
-               "  python app.py --model demo_output/run/best --index my_index --port 7860\n"
-               "  gadms index ...  writes an index folder for --index",
+               "  make demo && python app.py        # the demo model on a synthetic gallery\n"
+               "  gadms index --model demo_output/run/best --images photos/ --out photos_index\n"
+               "  python app.py --index photos_index --port 7860   # your images, the index's model",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None,
-                        help="GA-DMS model folder or hub id (default: $GADMS_MODEL, else the model of --index, "
-                             "else make demo's demo_output/run/best)")
+                        help="GA-DMS model folder or hub id (default: $GADMS_MODEL, else the model of "
+                             "--index, else make demo's demo_output/run/best)")
     parser.add_argument("--index", default=None, metavar="DIR",
                         help="gallery index folder (GalleryIndex.save / gadms index); default: a synthetic "
                              "gallery, generated and indexed once under --workdir")
@@ -220,16 +233,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Load the model and the index (or make the synthetic one), then serve the app until interrupted."""
     args = parse_args(argv)
     index = GalleryIndex.load(args.index) if args.index else None
-    # an index's own model is the right default for it: other weights embed queries in another space
-    model_id = args.model or os.environ.get("GADMS_MODEL") or (index.model if index is not None else None) \
-        or default_model()
-    if Path(model_id).is_dir():
-        model_id = str(Path(model_id).resolve())
+    model_id = choose_model(args.model, index)
     model, processor = load_model_and_processor(model_id, device=args.device)
     if index is None:
         index = synthetic_index(model, processor, model_id, args.workdir)
     elif index.model != model_id:
-        print(f"app.py: note: the index was built with {index.model}, searching with {model_id}", file=sys.stderr)
+        print(f"app.py: note: the index was built with {index.model}, searching with {model_id}",
+              file=sys.stderr)
     build_demo(index, model, processor, k=args.k).launch(server_name=args.host, server_port=args.port,
                                                          share=False)
 

@@ -12,7 +12,7 @@ if [ -x "$BROWSER" ]; then
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-    echo "install_browser: $BROWSER is missing; run this script as root (or: sudo apt-get install chromium)" >&2
+    echo "install_browser: $BROWSER is missing; run this as root (or: sudo apt-get install chromium)" >&2
     exit 1
 fi
 if ! command -v apt-get >/dev/null 2>&1; then

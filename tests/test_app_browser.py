@@ -1,9 +1,9 @@
 """The demo app (app.py): its search callback and caches, and the page in a real browser.
 
-The browser test serves ``build_demo(...)`` on a free local port and drives it with Playwright through Debian's
-chromium (``scripts/install_browser.sh`` installs it; Playwright's own browser download is not used). Without
-``/usr/bin/chromium`` it skips, unless ``CI`` is set: then it fails, so CI cannot skip it silently.
-A screenshot of the results page goes to the test's tmp folder and, when set, to ``$GADMS_SCREENSHOT_DIR``.
+The browser test serves ``build_demo(...)`` on a free local port and drives it with Playwright through
+Debian's chromium (``scripts/install_browser.sh`` installs it; Playwright's own browser download is not used).
+Without ``/usr/bin/chromium`` it skips, unless ``CI`` is set: then it fails, so CI cannot skip it silently. A
+screenshot of the results page goes to the test's tmp folder and, when set, to ``$GADMS_SCREENSHOT_DIR``.
 """
 from __future__ import annotations
 
@@ -115,6 +115,15 @@ def test_default_model_env_demo_output_or_clear_error(app, monkeypatch, tmp_path
     monkeypatch.setattr(app, "DEMO_MODELS", (tmp_path / "missing",))
     with pytest.raises(SystemExit, match="make demo"):
         app.default_model()
+
+
+def test_choose_model_order(app, monkeypatch, tmp_path, gallery_index):
+    monkeypatch.delenv("GADMS_MODEL", raising=False)
+    assert app.choose_model("org/model", gallery_index) == "org/model"
+    assert app.choose_model(str(tmp_path), None) == str(tmp_path.resolve())
+    assert app.choose_model(None, gallery_index) == gallery_index.model  # the index's own model
+    monkeypatch.setenv("GADMS_MODEL", "org/env-model")
+    assert app.choose_model(None, gallery_index) == "org/env-model"
 
 
 def test_command_line_defaults(app):
