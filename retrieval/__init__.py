@@ -1,6 +1,7 @@
-"""Search a folder of person images by text with a GA-DMS model: gallery index, search, token-score explanations.
+"""Search a folder of person images by text with a GA-DMS model: gallery index, search, explanations.
 
-- :mod:`retrieval.index`: :class:`GalleryIndex`, the embeddings of a folder of images (build, save, load, search);
+- :mod:`retrieval.index`: :class:`GalleryIndex`, the embeddings of a folder of images (build, save, load,
+  search);
 - :mod:`retrieval.search`: exact top-k search with torch or FAISS (identical results), :func:`search_text`;
 - :mod:`retrieval.explain`: GASS token scores of a caption, rendered for a terminal, HTML or PNG;
 - :mod:`retrieval.cli`: the ``gadms`` command (``index``, ``search``, ``explain``).

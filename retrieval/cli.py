@@ -32,7 +32,9 @@ def _device(name: str | None) -> torch.device:
 
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: cuda when available, else cpu)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,10 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="update the index in --out: embed only images it lacks, drop those whose files are gone "
         "(refused when --model differs from the index's model)",
     )  # fmt: skip
-    index.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default: 64)")
+    index.add_argument(
+        "--batch-size", type=positive_int, default=64, help="images per forward pass (default: 64)"
+    )
     _add_device(index)
     index.add_argument(
-        "--precision", default="fp32", choices=list(PRECISIONS), help="inference precision via autocast (default: fp32)"
+        "--precision", default="fp32", choices=list(PRECISIONS),
+        help="inference precision via autocast (default: fp32)",
     )
     index.add_argument("--no-progress", action="store_true", help="no progress bar")
     index.set_defaults(func=run_index)
@@ -94,12 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     explain_.add_argument("--model", required=True, help="GA-DMS model folder or Hugging Face hub id")
     explain_.add_argument("--text", required=True, help="the caption")
-    explain_.add_argument("--image", default=None, help="target image (also prints the caption-image similarity)")
+    explain_.add_argument(
+        "--image", default=None, help="target image (also prints the caption-image similarity)"
+    )
     explain_.add_argument("--html", metavar="FILE", help="also write the coloured tokens as an HTML page")
     explain_.add_argument("--png", metavar="FILE", help="also draw the coloured tokens into a PNG image")
     explain_.add_argument("--no-color", action="store_true", help="no ANSI colours in the terminal output")
     explain_.add_argument(
-        "--variant", default=None, choices=["paper", "released"], help="GASS variant (default: the model's config)"
+        "--variant", default=None, choices=["paper", "released"],
+        help="GASS variant (default: the model's config)",
     )
     _add_device(explain_)
     explain_.set_defaults(func=run_explain)
@@ -118,7 +126,8 @@ def run_index(args: argparse.Namespace) -> int:
             if existing.model != normalise_model_id(args.model):
                 raise ValueError(
                     f"--update: the index in {out} was built with model {existing.model!r}, not "
-                    f"{normalise_model_id(args.model)!r}; index into a new folder (or drop --update) to switch models"
+                    f"{normalise_model_id(args.model)!r}; index into a new folder (or drop --update) to "
+                    "switch models"
                 )
         else:
             print(f"no index in {out} yet: building a new one")
@@ -155,7 +164,8 @@ def run_search(args: argparse.Namespace) -> int:
     if args.html:
         page = Path(args.html)
         page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(render_hits_html(hits, args.text, relative_to=page.parent.resolve()), encoding="utf-8")
+        html = render_hits_html(hits, args.text, relative_to=page.parent.resolve())
+        page.write_text(html, encoding="utf-8")
         print(f"wrote {page}")
     return 0
 

@@ -23,7 +23,15 @@ from evaluation.embedding import _eval_mode, _model_device, embed_images, embed_
 from modeling_gadms.configuration_gadms import image_size_hw
 from modeling_gadms.gass import eos_positions, gass_scores
 
-__all__ = ["TokenScores", "explain", "neutral_image_embeds", "render_html", "render_terminal", "save_png", "score_rgb"]
+__all__ = [
+    "TokenScores",
+    "explain",
+    "neutral_image_embeds",
+    "render_html",
+    "render_terminal",
+    "save_png",
+    "score_rgb",
+]
 
 _LOW = (255, 255, 255)  # score 0: white
 _HIGH = (255, 96, 0)  # score 1: orange-red
@@ -110,7 +118,8 @@ def render_terminal(ts: TokenScores, color: bool = True) -> str:
     and the similarity when there is one."""
     lines = []
     if color:
-        lines.append(" ".join(f"{_ansi_background(score_rgb(s))}{t}\x1b[0m" for t, s in zip(ts.tokens, ts.scores)))
+        coloured = (f"{_ansi_background(score_rgb(s))}{t}\x1b[0m" for t, s in zip(ts.tokens, ts.scores))
+        lines.append(" ".join(coloured))
         lines.append("")
     width = max((len(t) for t in ts.tokens), default=0)
     lines.extend(f"{t:<{width}}  {s:.3f}" for t, s in zip(ts.tokens, ts.scores))
@@ -130,9 +139,9 @@ def render_html(ts: TokenScores) -> str:
             f'style="background-color:rgb({r},{g},{b});color:#000;padding:2px 4px;margin:1px;'
             f'border-radius:3px;display:inline-block">{html.escape(token)}</span>'
         )
-    similarity = (
-        f'<div class="gadms-similarity">similarity: {ts.similarity:.4f}</div>' if ts.similarity is not None else ""
-    )
+    similarity = ""
+    if ts.similarity is not None:
+        similarity = f'<div class="gadms-similarity">similarity: {ts.similarity:.4f}</div>'
     return (
         '<div class="gadms-explain" style="font-family:sans-serif;line-height:1.9">'
         f'<div class="gadms-tokens">{" ".join(spans)}</div>{similarity}</div>'
@@ -163,7 +172,8 @@ def save_png(ts: TokenScores, path: str | os.PathLike, *, width: int = 900, font
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     for x, y, w, (left, top, _, bottom), token, score in boxes:
-        draw.rounded_rectangle((x, y, x + w, y + line), radius=4, fill=score_rgb(score), outline=(200, 200, 200))
+        box = (x, y, x + w, y + line)
+        draw.rounded_rectangle(box, radius=4, fill=score_rgb(score), outline=(200, 200, 200))
         draw.text((x + pad - left, y + (line - bottom - top) / 2), token, fill="black", font=font)
     if ts.similarity is not None:
         draw.text((gap, y + line + gap + 2), f"similarity: {ts.similarity:.4f}", fill="black", font=font)

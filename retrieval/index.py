@@ -7,7 +7,8 @@ On disk (``GalleryIndex.save``), an index folder holds
   the absolute images folder and ``paths`` the images' paths relative to it (POSIX separators), in the order
   of the embedding rows (sorted).
 
-``gadms index`` also writes ``skipped.txt`` there: the files it could not read, one ``path<TAB>reason`` a line.
+``gadms index`` also writes ``skipped.txt`` there: the files it could not read, one ``path<TAB>reason`` a
+line.
 """
 
 from __future__ import annotations
@@ -96,7 +97,9 @@ def _embed_files(
     skipped: list[tuple[str, str]] = []
 
     def embed(batch: list[Image.Image]) -> torch.Tensor:
-        out = embed_images(model, processor, batch, batch_size=batch_size, precision=precision, progress=False)
+        out = embed_images(
+            model, processor, batch, batch_size=batch_size, precision=precision, progress=False
+        )
         return F.normalize(out.clone(), dim=-1)
 
     with tqdm(total=len(paths), desc="images", unit="img", disable=not progress) as bar:
@@ -255,13 +258,16 @@ class GalleryIndex:
         meta_path, tensor_path = folder / INDEX_FILE, folder / EMBEDDINGS_FILE
         if not meta_path.is_file() or not tensor_path.is_file():
             raise FileNotFoundError(
-                f"no index at {folder} (expected {INDEX_FILE} and {EMBEDDINGS_FILE}; build one with `gadms index`)"
+                f"no index at {folder} (expected {INDEX_FILE} and {EMBEDDINGS_FILE}; "
+                "build one with `gadms index`)"
             )
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("format") != INDEX_FORMAT:
             raise ValueError(f"{meta_path} is not a GA-DMS gallery index (format {meta.get('format')!r})")
         if meta.get("version", 0) > INDEX_VERSION:
-            raise ValueError(f"{meta_path} has index version {meta['version']}; this gadms reads up to {INDEX_VERSION}")
+            raise ValueError(
+                f"{meta_path} has index version {meta['version']}; this gadms reads up to {INDEX_VERSION}"
+            )
         embeddings = load_file(str(tensor_path))["embeddings"]
         return cls(embeddings=embeddings, paths=list(meta["paths"]), root=meta["root"], model=meta["model"])
 
@@ -273,7 +279,8 @@ class GalleryIndex:
         Args:
             queries: ``[Q, D]`` (or ``[D]``) query embeddings, e.g. from ``embed_texts``.
             k: results per query; ``min(k, len(self))`` are returned.
-            backend: ``torch``, ``faiss`` or ``auto`` (see :mod:`retrieval.search`); the same results either way.
+            backend: ``torch``, ``faiss`` or ``auto`` (see :mod:`retrieval.search`); the same results
+                either way.
 
         Returns:
             ``(scores, indices)``: ``[Q, k]`` float32 and int64, best first, ties broken by lower index.

@@ -83,7 +83,8 @@ def import_faiss() -> Any:
         import faiss
     except ImportError as err:
         raise ImportError(
-            'the FAISS backend needs the faiss package: pip install "gadms[search]" (or faiss-cpu / faiss-gpu)'
+            'the FAISS backend needs the faiss package: pip install "gadms[search]" '
+            "(or faiss-cpu / faiss-gpu)"
         ) from err
     return faiss
 
@@ -245,7 +246,12 @@ def faiss_topk(
 
 
 def search_embeddings(
-    gallery: torch.Tensor, queries: torch.Tensor, k: int = 10, backend: str = "auto", *, faiss_index: Any = None
+    gallery: torch.Tensor,
+    queries: torch.Tensor,
+    k: int = 10,
+    backend: str = "auto",
+    *,
+    faiss_index: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` search with the backend ``backend`` resolves to (see :func:`resolve_backend`)."""
     if resolve_backend(backend, len(gallery)) == "faiss":
@@ -268,7 +274,17 @@ def search_text(
     ]
 
 
-def render_hits_html(hits: list[SearchHit], query: str, *, relative_to: str | os.PathLike | None = None) -> str:
+_PAGE_STYLE = (
+    "body{font-family:sans-serif;margin:1.5em}h1{font-size:1.3em}"
+    ".grid{display:flex;flex-wrap:wrap;gap:12px}"
+    "figure{margin:0;width:140px;text-align:center;font-size:.85em;word-break:break-all}"
+    "img{width:128px;height:256px;object-fit:contain;background:#eee;border:1px solid #ccc}"
+)
+
+
+def render_hits_html(
+    hits: list[SearchHit], query: str, *, relative_to: str | os.PathLike | None = None
+) -> str:
     """A self-contained HTML page: the query and a grid of the hits' images, each captioned with its rank,
     score and file name.
 
@@ -278,9 +294,11 @@ def render_hits_html(hits: list[SearchHit], query: str, *, relative_to: str | os
     cells = []
     for hit in hits:
         cells.append(
-            f'<figure><img src="{html.escape(_image_src(hit.path, relative_to))}" alt="{html.escape(hit.path.name)}" '
-            f'loading="lazy"><figcaption><b>#{hit.rank}</b> {hit.score:.4f}<br>'
-            f'<span title="{html.escape(str(hit.path))}">{html.escape(hit.path.name)}</span></figcaption></figure>'
+            f'<figure><img src="{html.escape(_image_src(hit.path, relative_to))}" '
+            f'alt="{html.escape(hit.path.name)}" loading="lazy">'
+            f"<figcaption><b>#{hit.rank}</b> {hit.score:.4f}<br>"
+            f'<span title="{html.escape(str(hit.path))}">{html.escape(hit.path.name)}</span>'
+            "</figcaption></figure>"
         )
     title = html.escape(query)
     return (
@@ -290,13 +308,6 @@ def render_hits_html(hits: list[SearchHit], query: str, *, relative_to: str | os
         f'<div class="grid">{"".join(cells)}</div>\n</body></html>\n'
     )
 
-
-_PAGE_STYLE = (
-    "body{font-family:sans-serif;margin:1.5em}h1{font-size:1.3em}"
-    ".grid{display:flex;flex-wrap:wrap;gap:12px}"
-    "figure{margin:0;width:140px;text-align:center;font-size:.85em;word-break:break-all}"
-    "img{width:128px;height:256px;object-fit:contain;background:#eee;border:1px solid #ccc}"
-)
 
 
 def _image_src(path: Path, relative_to: str | os.PathLike | None) -> str:

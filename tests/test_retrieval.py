@@ -1,0 +1,297 @@
+"""The retrieval package and the ``gadms`` CLI: index (with --update), search (torch and FAISS), explain."""
+
+import contextlib
+import io
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import retrieval.index
+import retrieval.search
+from retrieval.cli import main
+from retrieval.explain import TokenScores, explain, render_html, render_terminal, save_png
+from retrieval.index import SKIPPED_FILE, GalleryIndex, find_images
+from retrieval.search import FAISS_EXTRA, exact_topk, faiss_topk, import_faiss, resolve_backend
+
+pytest.importorskip("faiss")
+
+CAPTION = "a man in a black jacket with a backpack"
+
+
+def _write_image(path, seed, mode="RGB", size=(40, 90)):
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).convert(mode).save(path)
+
+
+@pytest.fixture(scope="module")
+def images_dir(tmp_path_factory):
+    """12 small images (jpg/png/webp/bmp, RGB/L/RGBA, one subfolder), a corrupt .jpg, a hidden folder and
+    a text file (the last two not indexed)."""
+    root = tmp_path_factory.mktemp("images")
+    formats = ["jpg", "png", "webp", "bmp", "jpeg", "PNG"]
+    for i in range(12):
+        folder = root / "cam2" if i % 4 == 0 else root
+        ext = formats[i % 6]
+        mode = "RGBA" if ext.lower() in ("png", "webp") and i % 3 else ("L", "RGB")[i % 2]
+        _write_image(folder / f"p{i:02d}.{ext}", i, mode=mode, size=(30 + i, 70))
+    (root / "broken.jpg").write_bytes(b"\x00not an image\xff" * 20)
+    _write_image(root / ".thumbs" / "t.jpg", 99)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_and_processor(tiny_gadms_dir):
+    from modeling_gadms import GADMSModel, GADMSProcessor
+
+    return GADMSModel.from_pretrained(tiny_gadms_dir).eval(), GADMSProcessor.from_pretrained(tiny_gadms_dir)
+
+
+@pytest.fixture(scope="module")
+def built_index(tiny_gadms_dir, images_dir, tmp_path_factory):
+    """``gadms index`` run in-process: (index folder, its stdout)."""
+    out = tmp_path_factory.mktemp("index") / "idx"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["index", "--model", str(tiny_gadms_dir), "--images", str(images_dir), "--out", str(out),
+                     "--batch-size", "5", "--no-progress"])  # fmt: skip
+    assert code == 0
+    return out, stdout.getvalue()
+
+
+def _reference_embeddings(model, processor, paths):
+    images = [Image.open(p) for p in paths]
+    with torch.no_grad():
+        pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+        return F.normalize(model.get_image_features(pixel_values=pixels), dim=-1)
+
+
+def _ranking(scores: np.ndarray) -> np.ndarray:
+    """Indices by score descending, ties by index ascending (the rule both backends follow)."""
+    return np.lexsort((np.arange(len(scores)), -scores))
+
+
+def test_find_images(images_dir):
+    found = find_images(images_dir)
+    assert len(found) == 13 and "broken.jpg" in found and "cam2/p00.jpg" in found
+    assert found == sorted(found) and not any(p.startswith(".") or p.endswith(".txt") for p in found)
+
+
+def test_index_skips_corrupt_file_and_matches_reference(built_index, images_dir, model_and_processor):
+    out, stdout = built_index
+    index = GalleryIndex.load(out)
+    assert len(index) == 12 and "broken.jpg" not in index.paths
+    assert "broken.jpg" in stdout and "skipped 1" in stdout
+    assert (out / SKIPPED_FILE).read_text().startswith("broken.jpg\t")
+    assert index.root == str(images_dir.resolve()) and index.paths == sorted(index.paths)
+    assert index.embeddings.dtype == torch.float16
+    reference = _reference_embeddings(*model_and_processor, [index.image_path(i) for i in range(len(index))])
+    torch.testing.assert_close(index.embeddings.float(), reference, atol=2e-3, rtol=0)
+    torch.testing.assert_close(index.embeddings.float().norm(dim=-1), torch.ones(12), atol=2e-3, rtol=0)
+
+
+def test_update_embeds_only_new_files_and_drops_vanished(
+    tiny_gadms_dir, images_dir, built_index, tmp_path, monkeypatch, capsys
+):
+    images = tmp_path / "images"
+    shutil.copytree(images_dir, images)
+    out = tmp_path / "idx"
+    shutil.copytree(built_index[0], out)
+    before = GalleryIndex.load(out)
+    index_json = (out / "index.json").read_text().replace(str(images_dir.resolve()), str(images.resolve()))
+    (out / "index.json").write_text(index_json)  # the copied index now points at the copied folder
+    (images / "p01.png").unlink()
+    _write_image(images / "new" / "n1.jpg", 101)
+    _write_image(images / "n2.png", 102)
+
+    embedded = []
+    real = retrieval.index.embed_images
+
+    def counting(model, processor, items, **kwargs):
+        embedded.extend(items)
+        return real(model, processor, items, **kwargs)
+
+    monkeypatch.setattr(retrieval.index, "embed_images", counting)
+    args = ["--model", str(tiny_gadms_dir), "--images", str(images), "--out", str(out), "--update"]
+    assert main(["index", *args, "--no-progress"]) == 0
+    assert len(embedded) == 2  # the two new files; broken.jpg is retried and skipped again
+    assert "2 new, 11 kept, 1 removed" in capsys.readouterr().out
+    after = GalleryIndex.load(out)
+    assert "p01.png" not in after.paths and {"new/n1.jpg", "n2.png"} <= set(after.paths)
+    assert len(after) == 13 and after.paths == sorted(after.paths)
+    for i, path in enumerate(before.paths):
+        if path != "p01.png":
+            assert torch.equal(after.embeddings[after.paths.index(path)], before.embeddings[i])
+
+
+def test_update_refuses_another_model(tiny_gadms_dir, images_dir, built_index, tmp_path, capsys):
+    other = tmp_path / "other_model"
+    shutil.copytree(tiny_gadms_dir, other)
+    out = tmp_path / "idx"
+    shutil.copytree(built_index[0], out)
+    code = main(["index", "--model", str(other), "--images", str(images_dir), "--out", str(out), "--update"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "built with model" in err and str(other) in err
+    with pytest.raises(ValueError, match="built with model"):
+        GalleryIndex.build(None, None, images_dir, model_id=str(other), existing=GalleryIndex.load(out))
+
+
+def test_missing_images_dir_is_named(tiny_gadms_dir, tmp_path, capsys):
+    missing = tmp_path / "no_such_folder"
+    args = ["--model", str(tiny_gadms_dir), "--images", str(missing), "--out", str(tmp_path / "i")]
+    assert main(["index", *args]) == 1
+    assert f"images folder not found: {missing}" in capsys.readouterr().err
+    assert main(["search", str(tmp_path / "nothing"), "a man"]) == 1
+    assert "no index at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_torch_and_faiss_agree_with_bruteforce(seed):
+    generator = torch.Generator().manual_seed(seed)
+    gallery = F.normalize(torch.randn(400, 24, generator=generator), dim=-1).half()
+    gallery[50:90] = gallery[3]  # 41 equal rows: ties that run past FAISS's first k + FAISS_EXTRA candidates
+    gallery[300] = gallery[7]
+    queries = torch.randn(6, 24, generator=generator)
+    queries[0], queries[1] = gallery[3].float() * 2, gallery[7].float()  # (queries are normalised)
+    k = 10
+    assert 41 > k + FAISS_EXTRA
+    torch_scores, torch_indices = exact_topk(gallery, queries, k)
+    faiss_scores, faiss_indices = faiss_topk(gallery, queries, k)
+    assert torch_indices.shape == (6, k) and torch_scores.dtype == torch.float32
+    assert torch.equal(torch_indices, faiss_indices)
+    torch.testing.assert_close(torch_scores, faiss_scores, atol=1e-6, rtol=0)
+    reference = gallery.double().numpy() @ F.normalize(queries, dim=-1).double().numpy().T
+    for j in range(len(queries)):
+        expected = _ranking(reference[:, j])[:k]
+        assert torch_indices[j].tolist() == expected.tolist()
+        np.testing.assert_allclose(torch_scores[j].numpy(), reference[expected, j], atol=1e-6)
+    assert torch_indices[0].tolist() == [3] + list(range(50, 59))  # ties: lowest indices first
+    assert torch_indices[1, :2].tolist() == [7, 300]
+
+
+def test_k_larger_than_gallery_and_empty_gallery():
+    gallery = F.normalize(torch.randn(7, 16), dim=-1).half()
+    queries = torch.randn(3, 16)
+    for fn in (exact_topk, faiss_topk):
+        scores, indices = fn(gallery, queries, 50)
+        assert scores.shape == indices.shape == (3, 7)
+        assert all(sorted(row) == list(range(7)) for row in indices.tolist())
+    scores, indices = exact_topk(torch.empty(0, 16, dtype=torch.float16), queries, 5)
+    assert scores.shape == indices.shape == (3, 0)
+
+
+def test_gallery_index_backends_and_auto_threshold(monkeypatch):
+    embeddings = F.normalize(torch.randn(300, 16), dim=-1).half()
+    index = GalleryIndex(embeddings, [f"{i}.jpg" for i in range(300)], "/x", "m")
+    queries = torch.randn(4, 16)
+    expected = index.search(queries, k=5, backend="torch")
+    assert resolve_backend("auto", len(index)) == "torch"
+    monkeypatch.setattr(retrieval.search, "FAISS_THRESHOLD", 100)
+    assert resolve_backend("auto", len(index)) == "faiss"
+    for backend in ("auto", "faiss"):
+        scores, indices = index.search(queries, k=5, backend=backend)
+        assert torch.equal(indices, expected[1]) and torch.allclose(scores, expected[0], atol=1e-6)
+    assert index._faiss_index is not None and index._faiss_index.ntotal == 300
+    with pytest.raises(ValueError, match="unknown backend"):
+        index.search(queries, backend="annoy")
+
+
+def test_missing_faiss_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", None)  # makes `import faiss` fail
+    with pytest.raises(ImportError, match=r"gadms\[search\]"):
+        import_faiss()
+    with pytest.raises(ImportError, match=r"gadms\[search\]"):
+        faiss_topk(torch.eye(3), torch.eye(3), 1)
+    with pytest.warns(UserWarning, match="not installed"):
+        assert resolve_backend("auto", 10**6) == "torch"
+
+
+def test_search_cli_matches_bruteforce_and_writes_html(built_index, model_and_processor, tmp_path, capsys):
+    out, _ = built_index
+    html = tmp_path / "pages" / "results.html"
+    for backend in ("torch", "faiss"):
+        assert main(["search", str(out), CAPTION, "-k", "20", "--html", str(html), "--backend", backend]) == 0
+        printed = capsys.readouterr().out.splitlines()
+        lines = [line.split(maxsplit=2) for line in printed if not line.startswith("wrote")]
+        index = GalleryIndex.load(out)
+        model, processor = model_and_processor
+        with torch.no_grad():
+            text = model.get_text_features(**processor(text=[CAPTION], return_tensors="pt"))
+        reference = index.embeddings.double().numpy() @ F.normalize(text, dim=-1)[0].double().numpy()
+        order = _ranking(reference)
+        assert len(lines) == 12  # k > N: every image
+        assert [int(rank) for rank, _, _ in lines] == list(range(1, 13))
+        assert [path for _, _, path in lines] == [str(index.image_path(i).resolve()) for i in order]
+        np.testing.assert_allclose([float(score) for _, score, _ in lines], reference[order], atol=1e-4)
+    page = html.read_text()
+    assert page.startswith("<!doctype html>") and page.count("<img ") == 12
+    for i in range(len(index)):  # image sources relative to the page's folder
+        assert f'src="{Path(os.path.relpath(index.image_path(i), html.parent)).as_posix()}"' in page
+    assert f"<b>#1</b> {lines[0][1]}" in page
+
+
+def _direct_gass(model, processor, caption, image_embeds):
+    from modeling_gadms.gass import gass_scores
+
+    ids = processor(text=[caption], return_tensors="pt")["input_ids"]
+    eos = int((ids[0] == model.config.text_config.eos_token_id).nonzero()[0])
+    return gass_scores(model, ids, image_embeds)[0, : eos + 1].tolist()
+
+
+def test_explain_cli_matches_gass_scores(tiny_gadms_dir, images_dir, model_and_processor, tmp_path, capsys):
+    model, processor = model_and_processor
+    image_path = images_dir / "p01.png"
+    html, png = tmp_path / "e.html", tmp_path / "e.png"
+    assert main(["explain", "--model", str(tiny_gadms_dir), "--text", CAPTION, "--image", str(image_path),
+                 "--html", str(html), "--png", str(png), "--no-color"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "\x1b[" not in printed
+    listed = [line for line in printed.splitlines() if line and not line.startswith(("wrote", "sim"))]
+    listing = [line.rsplit(maxsplit=1) for line in listed]
+    with torch.no_grad():
+        pixels = processor(images=[Image.open(image_path)], return_tensors="pt")["pixel_values"]
+        image_embeds = model.get_image_features(pixels)
+        text_embeds = model.get_text_features(**processor(text=[CAPTION], return_tensors="pt"))
+    expected = _direct_gass(model, processor, CAPTION, image_embeds)
+    tokens = [token for token, _ in listing]
+    assert tokens == ["<|startoftext|>", *CAPTION.split(), "<|endoftext|>"]
+    np.testing.assert_allclose([float(s) for _, s in listing], expected, atol=6e-4)
+    assert expected[0] == 0 and expected[-1] == 0 and max(expected) > 0
+    similarity = float(printed.split("similarity")[1].split()[0])
+    assert similarity == pytest.approx(F.cosine_similarity(text_embeds, image_embeds).item(), abs=1e-4)
+    assert html.read_text().count('class="gadms-token"') == len(tokens)
+    with Image.open(png) as drawn:
+        assert drawn.format == "PNG" and drawn.width > 100 and drawn.height > 20
+        drawn.verify()
+
+
+def test_explain_library_neutral_image_and_renderers(model_and_processor, tmp_path):
+    model, processor = model_and_processor
+    scores = explain(model, processor, CAPTION)
+    assert isinstance(scores, TokenScores) and scores.similarity is None
+    height, width = model.config.vision_config.image_size
+    with torch.no_grad():
+        neutral = model.get_image_features(pixel_values=torch.zeros(1, 3, height, width))
+    assert scores.scores == pytest.approx(_direct_gass(model, processor, CAPTION, neutral), abs=1e-6)
+    assert scores.scores[0] == 0 and scores.scores[-1] == 0
+    coloured = render_terminal(scores, color=True)
+    assert "\x1b[48;5;" in coloured and all(word in coloured for word in CAPTION.split())
+    plain = render_terminal(scores, color=False)
+    assert "\x1b" not in plain and plain.splitlines()[2].split() == ["man", f"{scores.scores[2]:.3f}"]
+    fragment = render_html(
+        TokenScores(["<|startoftext|>", "a", "<b>", "<|endoftext|>"], [0, 0.5, 1, 0], 0.25)
+    )
+    assert fragment.count("<span") == 4 and "&lt;b&gt;" in fragment and "similarity: 0.2500" in fragment
+    assert not fragment.lstrip().lower().startswith(("<html", "<!doctype"))
+    save_png(scores, tmp_path / "s.png")
+    with Image.open(tmp_path / "s.png") as drawn:
+        drawn.verify()
