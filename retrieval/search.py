@@ -11,12 +11,16 @@ twice over), then one shared step rescores the candidates exactly and ranks them
 stored, e.g. float16) with the float32 normalised query, with the products formed in float64 (exactly) and
 summed pairwise in a fixed order, so that it does not depend on which or how many rows are rescored together.
 
-- ``torch`` (:func:`exact_topk`): a matrix product in the gallery's own dtype (float16 storage: a float16
-  product, float32 accumulation), over chunks of the gallery into one score buffer.
+- ``torch`` (:func:`exact_topk`): a matrix(-vector) product in the gallery's own dtype (float16 storage: a
+  float16 product with float32 accumulation, no converted copy of the gallery), queries in blocks that bound
+  the score buffer.
 - ``faiss`` (:func:`faiss_topk`): a ``faiss.IndexFlatIP`` over a float32 copy of the gallery (built once,
-  see :func:`build_faiss_index`); an extra range search when ties run past the first candidates.
+  see :func:`build_faiss_index`).
 - ``auto``: FAISS for galleries of at least :data:`FAISS_THRESHOLD` rows when ``faiss`` is installed,
   torch otherwise.
+
+Candidates are each backend's best ``k +`` :data:`CANDIDATE_EXTRA`, extended by a full threshold scan (a
+FAISS range search) when near-ties run past them.
 
 ``k`` larger than the gallery returns every row (``min(k, N)`` columns).
 """
@@ -57,12 +61,13 @@ __all__ = [
 BACKENDS = ("auto", "torch", "faiss")
 #: Galleries of at least this many images use FAISS under ``backend="auto"`` (when it is installed).
 FAISS_THRESHOLD = 200_000
-#: Gallery rows per matrix product in :func:`exact_topk` (bounds the temporary memory of a chunk).
+#: Gallery rows converted per product in :func:`exact_topk` when the gallery's dtype must be converted.
 GALLERY_CHUNK = 262_144
 #: Upper bound on the entries of :func:`exact_topk`'s score buffer (queries are processed in blocks).
 SCORE_BUFFER = 1 << 26
-#: Candidates asked of FAISS beyond ``k`` before falling back to a range search for long runs of ties.
-FAISS_EXTRA = 16
+#: Candidates taken beyond ``k`` (by ``topk`` or FAISS) before falling back to a full threshold scan (a
+#: range search with FAISS) for long runs of near-ties at the k-th score.
+CANDIDATE_EXTRA = 16
 #: Candidate window below the approximate k-th score, per dtype of the approximate scores: at least twice
 #: the worst rounding error of a dot product of unit vectors computed in that dtype.
 TOLERANCE = {torch.float16: 4e-3, torch.bfloat16: 3e-2, torch.float32: 1e-4, torch.float64: 1e-9}
@@ -153,7 +158,7 @@ def _exact_scores(rows: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
 def _rank(gallery: torch.Tensor, query: torch.Tensor, candidates: torch.Tensor, k: int):
     """Exact scores of ``candidates`` (gallery indices), best ``k`` by (score desc, index asc)."""
     candidates = torch.unique(candidates.to(device=gallery.device, dtype=torch.long))  # sorted ascending
-    scores = _exact_scores(gallery[candidates], query.to(gallery.device))
+    scores = _exact_scores(gallery.index_select(0, candidates), query.to(gallery.device))
     order = torch.sort(scores, descending=True, stable=True).indices[:k]  # stable: ties keep index order
     return scores[order].float().cpu(), candidates[order].cpu()
 
@@ -163,7 +168,12 @@ def _stack(results: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tens
 
 
 def exact_topk(
-    gallery: torch.Tensor, queries: torch.Tensor, k: int, *, chunk_size: int = GALLERY_CHUNK
+    gallery: torch.Tensor,
+    queries: torch.Tensor,
+    k: int,
+    *,
+    dtype: torch.dtype | None = None,
+    chunk_size: int = GALLERY_CHUNK,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-``k`` inner-product search with torch.
 
@@ -171,7 +181,11 @@ def exact_topk(
         gallery: ``[N, D]`` L2-normalised rows (any float dtype; float16 is searched in float16).
         queries: ``[Q, D]`` or ``[D]`` queries (normalised here).
         k: results per query (``min(k, N)`` are returned).
-        chunk_size: gallery rows per matrix product.
+        dtype: the dtype of the product; default: the gallery's own (float32 for a dtype outside
+            :data:`TOLERANCE`). The results do not depend on it, only the speed does.
+        chunk_size: gallery rows converted to ``dtype`` per product when it is not the gallery's dtype
+            (bounds the converted copy); a gallery already in ``dtype`` is multiplied as it is, in one
+            product.
 
     Returns:
         ``(scores, indices)``: ``[Q, min(k, N)]`` float32 and int64 CPU tensors, best first, ties by index.
@@ -182,7 +196,10 @@ def exact_topk(
     if n == 0:
         return _empty(queries)
     k = min(k, n)
-    dtype = gallery.dtype if gallery.dtype in TOLERANCE else torch.float32
+    if dtype is None:
+        dtype = gallery.dtype if gallery.dtype in TOLERANCE else torch.float32
+    if dtype not in TOLERANCE:
+        raise ValueError(f"dtype must be one of {', '.join(map(str, TOLERANCE))}, got {dtype}")
     tolerance = TOLERANCE[dtype]
     block = max(1, SCORE_BUFFER // n)
     results = []
@@ -190,11 +207,22 @@ def exact_topk(
         q = queries[start : start + block]
         q_t = q.to(device=gallery.device, dtype=dtype).T
         scores = torch.empty(n, len(q), dtype=dtype, device=gallery.device)  # row slices stay contiguous
-        for row in range(0, n, chunk_size):
-            torch.matmul(gallery[row : row + chunk_size].to(dtype), q_t, out=scores[row : row + chunk_size])
-        kth = scores.topk(k, dim=0).values[-1].float()
+        step = n if gallery.dtype == dtype else chunk_size  # nothing to convert: one product (fastest)
+        for row in range(0, n, step):
+            chunk, out = gallery[row : row + step].to(dtype), scores[row : row + step]
+            if len(q) == 1:  # a matrix-vector product: faster than a one-column matrix product on CPUs
+                torch.mv(chunk, q_t[:, 0], out=out[:, 0])
+            else:
+                torch.matmul(chunk, q_t, out=out)
+        first = min(n, k + CANDIDATE_EXTRA)
+        values, positions = scores.topk(first, dim=0)  # [first, block]
+        values = values.float()
         for j in range(len(q)):
-            candidates = (scores[:, j].float() >= kth[j] - tolerance).nonzero().flatten()
+            threshold = float(values[k - 1, j]) - tolerance
+            if first < n and values[first - 1, j] >= threshold:  # near-ties run past the first candidates
+                candidates = (scores[:, j].float() >= threshold).nonzero().flatten()
+            else:
+                candidates = positions[:, j][values[:, j] >= threshold]
             results.append(_rank(gallery, q[j], candidates, k))
     return _stack(results)
 
@@ -231,7 +259,7 @@ def faiss_topk(
     k = min(k, n)
     tolerance = TOLERANCE[torch.float32]
     q = queries.cpu().contiguous().numpy()
-    first = min(n, k + FAISS_EXTRA)
+    first = min(n, k + CANDIDATE_EXTRA)
     distances, labels = index.search(q, first)
     results = []
     for j in range(len(q)):

@@ -18,7 +18,7 @@ import retrieval.search
 from retrieval.cli import main
 from retrieval.explain import TokenScores, explain, render_html, render_terminal, save_png
 from retrieval.index import SKIPPED_FILE, GalleryIndex, find_images
-from retrieval.search import FAISS_EXTRA, exact_topk, faiss_topk, import_faiss, resolve_backend
+from retrieval.search import CANDIDATE_EXTRA, exact_topk, faiss_topk, import_faiss, resolve_backend
 
 pytest.importorskip("faiss")
 
@@ -158,12 +158,12 @@ def test_missing_images_dir_is_named(tiny_gadms_dir, tmp_path, capsys):
 def test_torch_and_faiss_agree_with_bruteforce(seed):
     generator = torch.Generator().manual_seed(seed)
     gallery = F.normalize(torch.randn(400, 24, generator=generator), dim=-1).half()
-    gallery[50:90] = gallery[3]  # 41 equal rows: ties that run past FAISS's first k + FAISS_EXTRA candidates
+    gallery[50:90] = gallery[3]  # 41 equal rows: ties that run past FAISS's first k + CANDIDATE_EXTRA candidates
     gallery[300] = gallery[7]
     queries = torch.randn(6, 24, generator=generator)
     queries[0], queries[1] = gallery[3].float() * 2, gallery[7].float()  # (queries are normalised)
     k = 10
-    assert 41 > k + FAISS_EXTRA
+    assert 41 > k + CANDIDATE_EXTRA
     torch_scores, torch_indices = exact_topk(gallery, queries, k)
     faiss_scores, faiss_indices = faiss_topk(gallery, queries, k)
     assert torch_indices.shape == (6, k) and torch_scores.dtype == torch.float32
@@ -176,6 +176,8 @@ def test_torch_and_faiss_agree_with_bruteforce(seed):
         np.testing.assert_allclose(torch_scores[j].numpy(), reference[expected, j], atol=1e-6)
     assert torch_indices[0].tolist() == [3] + list(range(50, 59))  # ties: lowest indices first
     assert torch_indices[1, :2].tolist() == [7, 300]
+    float32 = exact_topk(gallery, queries, k, dtype=torch.float32, chunk_size=37)  # converted in chunks
+    assert torch.equal(float32[1], torch_indices) and torch.equal(float32[0], torch_scores)
 
 
 def test_k_larger_than_gallery_and_empty_gallery():
