@@ -41,12 +41,13 @@ def timed(fn) -> tuple[float, object]:
 
 
 def random_gallery(n: int, dim: int, seed: int, chunk: int = 131_072) -> torch.Tensor:
-    """``[n, dim]`` float16 L2-normalised Gaussian rows, generated a chunk at a time (bounded float32 memory)."""
+    """``[n, dim]`` float16 L2-normalised Gaussian rows, generated a chunk at a time (bounded memory)."""
     generator = torch.Generator().manual_seed(seed)
     gallery = torch.empty(n, dim, dtype=torch.float16)
     for start in range(0, n, chunk):
         rows = min(chunk, n - start)
-        gallery[start : start + rows] = F.normalize(torch.randn(rows, dim, generator=generator), dim=-1).half()
+        rows = F.normalize(torch.randn(rows, dim, generator=generator), dim=-1)
+        gallery[start : start + len(rows)] = rows.half()
     return gallery
 
 
@@ -54,7 +55,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="gallery size (default: 1,000,000)")
     parser.add_argument("--dim", type=int, default=512, help="embedding dimension (default: 512)")
-    parser.add_argument("--queries", type=int, default=100, help="queries, searched one at a time (default: 100)")
+    parser.add_argument(
+        "--queries", type=int, default=100, help="queries, searched one at a time (default: 100)"
+    )
     parser.add_argument("--k", type=int, default=10, help="results per query (default: 10)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -63,7 +66,8 @@ def main() -> None:
     torch.set_num_threads(THREADS)
     faiss.omp_set_num_threads(THREADS)
     gallery = random_gallery(args.n, args.dim, args.seed)
-    queries = F.normalize(torch.randn(args.queries, args.dim, generator=torch.Generator().manual_seed(args.seed + 1)))
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    queries = F.normalize(torch.randn(args.queries, args.dim, generator=generator))
     build_ms, index = timed(lambda: build_faiss_index(gallery))
     q16 = queries.half()
 

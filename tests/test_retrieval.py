@@ -158,7 +158,7 @@ def test_missing_images_dir_is_named(tiny_gadms_dir, tmp_path, capsys):
 def test_torch_and_faiss_agree_with_bruteforce(seed):
     generator = torch.Generator().manual_seed(seed)
     gallery = F.normalize(torch.randn(400, 24, generator=generator), dim=-1).half()
-    gallery[50:90] = gallery[3]  # 41 equal rows: ties that run past FAISS's first k + CANDIDATE_EXTRA candidates
+    gallery[50:90] = gallery[3]  # 41 equal rows: ties past the first k + CANDIDATE_EXTRA candidates
     gallery[300] = gallery[7]
     queries = torch.randn(6, 24, generator=generator)
     queries[0], queries[1] = gallery[3].float() * 2, gallery[7].float()  # (queries are normalised)
