@@ -45,8 +45,7 @@ def random_gallery(n: int, dim: int, seed: int, chunk: int = 131_072) -> torch.T
     generator = torch.Generator().manual_seed(seed)
     gallery = torch.empty(n, dim, dtype=torch.float16)
     for start in range(0, n, chunk):
-        rows = min(chunk, n - start)
-        rows = F.normalize(torch.randn(rows, dim, generator=generator), dim=-1)
+        rows = F.normalize(torch.randn(min(chunk, n - start), dim, generator=generator), dim=-1)
         gallery[start : start + len(rows)] = rows.half()
     return gallery
 
