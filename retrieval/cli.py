@@ -1,5 +1,7 @@
 """The ``gadms`` command: index a folder of person images, search it by text, explain a caption's match.
 
+Run ``gadms COMMAND --help`` for a command's options.
+
 Examples::
 
     gadms index --model ./gadms-vitb16 --images photos/ --out photos-index/
@@ -39,10 +41,10 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``gadms`` and its subcommands."""
-    formatter = argparse.RawDescriptionHelpFormatter
+    formatter = argparse.HelpFormatter  # subcommands: wrapped descriptions
     parser = argparse.ArgumentParser(
-        prog="gadms", description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n", 1)[1],
-        formatter_class=formatter,
+        prog="gadms", description=__doc__.replace("``", "").replace("::", ":"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
