@@ -23,7 +23,7 @@ from dataset_builders.cli_types import positive_int
 from evaluation.embedding import PRECISIONS, load_model_and_processor
 
 from .explain import explain, render_html, render_terminal, save_png
-from .index import INDEX_FILE, SKIPPED_FILE, GalleryIndex, normalise_model_id, write_skipped
+from .index import IMAGE_EXTENSIONS, INDEX_FILE, SKIPPED_FILE, GalleryIndex, normalise_model_id, write_skipped
 from .search import BACKENDS, FAISS_THRESHOLD, render_hits_html, search_text
 
 __all__ = ["build_parser", "main"]
@@ -148,6 +148,8 @@ def run_index(args: argparse.Namespace) -> int:
         )
     else:
         print(f"indexed {len(index)} images from {index.root} into {out}")
+    if not len(index) and not skipped:
+        print(f"no images found under {index.root} (looked for {', '.join(IMAGE_EXTENSIONS)})")
     if skipped:
         print(f"skipped {len(skipped)} unreadable files (listed in {out / SKIPPED_FILE}):")
         for path, reason in skipped:
@@ -158,6 +160,9 @@ def run_index(args: argparse.Namespace) -> int:
 def run_search(args: argparse.Namespace) -> int:
     """``gadms search``."""
     index = GalleryIndex.load(args.index_dir)
+    if not len(index):
+        print(f"the index in {args.index_dir} holds no images (built from {index.root})")
+        return 0
     model, processor = load_model_and_processor(args.model or index.model, device=_device(args.device))
     hits = search_text(index, model, processor, args.text, k=args.k, backend=args.backend)
     width = len(str(len(hits)))

@@ -290,7 +290,7 @@ def search_embeddings(
 def search_text(
     index: GalleryIndex, model: torch.nn.Module, processor: Any, text: str, k: int = 10, backend: str = "auto"
 ) -> list[SearchHit]:
-    """The ``k`` gallery images that best match the caption ``text``, best first.
+    """The ``k`` gallery images (all, when fewer) that best match the caption ``text``, best first.
 
     ``model`` and ``processor`` should be the ones that built ``index`` (``index.model``).
     """
