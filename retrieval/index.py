@@ -280,7 +280,8 @@ class GalleryIndex:
             queries: ``[Q, D]`` (or ``[D]``) query embeddings, e.g. from ``embed_texts``.
             k: results per query; ``min(k, len(self))`` are returned.
             backend: ``torch``, ``faiss`` or ``auto`` (see :mod:`retrieval.search`); the same results
-                either way.
+                either way. The FAISS index (exhaustive, float16 storage, sharded over threads: see
+                :func:`~retrieval.search.build_faiss_index`) is built on the first FAISS search and kept.
 
         Returns:
             ``(scores, indices)``: ``[Q, k]`` float32 and int64, best first, ties broken by lower index.

@@ -14,8 +14,11 @@ summed pairwise in a fixed order, so that it does not depend on which or how man
 - ``torch`` (:func:`exact_topk`): a matrix(-vector) product in the gallery's own dtype (float16 storage: a
   float16 product with float32 accumulation, no converted copy of the gallery), queries in blocks that bound
   the score buffer.
-- ``faiss`` (:func:`faiss_topk`): a ``faiss.IndexFlatIP`` over a float32 copy of the gallery (built once,
-  see :func:`build_faiss_index`).
+- ``faiss`` (:func:`faiss_topk`): an exhaustive (brute-force, not approximate) FAISS index that stores the
+  gallery in float16 (``IndexScalarQuantizer`` with ``QT_fp16``, inner product), split into contiguous
+  shards searched in parallel, one per thread (``IndexShards``; built once, see :func:`build_faiss_index`).
+  A gallery stored as float16 (as ``GalleryIndex`` stores it) is the index's own precision: it holds the
+  embeddings losslessly, so its scores differ from the exact ones by float32 rounding only.
 - ``auto``: FAISS for galleries of at least :data:`FAISS_THRESHOLD` rows when ``faiss`` is installed,
   torch otherwise.
 
@@ -48,6 +51,7 @@ __all__ = [
     "FAISS_THRESHOLD",
     "SearchHit",
     "build_faiss_index",
+    "describe_faiss_index",
     "exact_topk",
     "faiss_topk",
     "import_faiss",
@@ -71,6 +75,8 @@ CANDIDATE_EXTRA = 16
 #: Candidate window below the approximate k-th score, per dtype of the approximate scores: at least twice
 #: the worst rounding error of a dot product of unit vectors computed in that dtype.
 TOLERANCE = {torch.float16: 4e-3, torch.bfloat16: 3e-2, torch.float32: 1e-4, torch.float64: 1e-9}
+#: Gallery rows converted to float32 at a time while they are added to the FAISS index (bounds the copy).
+FAISS_ADD_CHUNK = 65_536
 
 
 @dataclass
@@ -227,25 +233,91 @@ def exact_topk(
     return _stack(results)
 
 
-def build_faiss_index(gallery: torch.Tensor) -> Any:
-    """A ``faiss.IndexFlatIP`` over a float32 copy of ``gallery`` (build it once, search it many times)."""
+def build_faiss_index(gallery: torch.Tensor, *, shards: int | None = None) -> Any:
+    """An exhaustive float16 FAISS inner-product index of ``gallery``, sharded over threads.
+
+    Each shard is a ``faiss.IndexScalarQuantizer(D, QT_fp16, METRIC_INNER_PRODUCT)`` holding a contiguous
+    slice of the rows (float16 storage: a float16 gallery is stored exactly); the shards are gathered in a
+    ``faiss.IndexShards`` that searches them in parallel threads, with successive ids, so the labels it
+    returns are global gallery row indices. Build it once and search it many times (``GalleryIndex`` caches
+    it); the rows are converted to float32 :data:`FAISS_ADD_CHUNK` at a time while they are added.
+
+    Args:
+        gallery: ``[N, D]`` L2-normalised rows (float16 as ``GalleryIndex`` stores them; other dtypes are
+            rounded to float16 in the index, which :func:`faiss_topk` allows for).
+        shards: the number of shards, searched in that many threads; default:
+            ``faiss.omp_get_max_threads()`` at build time (later changes to it do not reshard the index).
+            At least 1 and at most ``N`` (for ``N >= 1``).
+    """
     faiss = import_faiss()
-    vectors = gallery.detach().to("cpu", torch.float32).contiguous().numpy()
-    index = faiss.IndexFlatIP(gallery.shape[1])
-    index.add(vectors)
+    n, dim = gallery.shape
+    if shards is None:
+        shards = faiss.omp_get_max_threads()
+    shards = max(1, min(int(shards), n)) if n else 1
+    index = faiss.IndexShards(dim, True, True)  # threaded; successive ids: labels offset by the shard's start
+    bounds = [n * s // shards for s in range(shards + 1)]
+    for lo, hi in zip(bounds, bounds[1:]):
+        shard = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        for row in range(lo, hi, FAISS_ADD_CHUNK):
+            rows = gallery[row : min(row + FAISS_ADD_CHUNK, hi)].detach().to("cpu", torch.float32)
+            rows = rows.contiguous().numpy()
+            if row == lo:
+                shard.train(rows)  # a no-op for float16 storage
+            shard.add(rows)
+        index.add_shard(shard)  # the Python wrapper keeps a reference to the shard
     return index
+
+
+def describe_faiss_index(index: Any) -> str:
+    """A one-line description of a FAISS index, e.g. one from :func:`build_faiss_index`."""
+    faiss = import_faiss()
+
+    def name(inner: Any) -> str:
+        inner = faiss.downcast_index(inner)
+        sq = isinstance(inner, faiss.IndexScalarQuantizer)
+        fp16 = sq and inner.sq.qtype == faiss.ScalarQuantizer.QT_fp16
+        return f"{type(inner).__name__}{' (QT_fp16)' if fp16 else ''}"
+
+    if isinstance(index, faiss.IndexShards):
+        sizes = [index.at(s).ntotal for s in range(index.count())]
+        kinds = ", ".join(sorted({name(index.at(s)) for s in range(index.count())}))
+        return (
+            f"exhaustive index sharded over threads: IndexShards of {index.count()} x {kinds}, "
+            f"{index.ntotal} vectors (shards of {min(sizes)}-{max(sizes)})"
+        )
+    return f"{name(index)}, {index.ntotal} vectors"
+
+
+def _faiss_range_candidates(index: Any, query: Any, threshold: float) -> torch.Tensor:
+    """Gallery rows whose FAISS score is above ``threshold`` (``IndexShards`` has no range search of
+    its own: each shard is searched, its labels offset by the rows of the shards before it)."""
+    faiss = import_faiss()
+    if not isinstance(index, faiss.IndexShards):
+        return torch.from_numpy(index.range_search(query, threshold)[2])
+    found, offset = [], 0
+    for s in range(index.count()):
+        shard = index.at(s)
+        labels = torch.from_numpy(shard.range_search(query, threshold)[2])
+        found.append(labels + offset if index.successive_ids else labels)
+        offset += shard.ntotal
+    return torch.cat(found)
 
 
 def faiss_topk(
     gallery: torch.Tensor, queries: torch.Tensor, k: int, *, index: Any = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-``k`` inner-product search with a FAISS flat index; same results as :func:`exact_topk`.
+    """Exact top-``k`` inner-product search with FAISS; the same results as :func:`exact_topk`.
+
+    The index (see :func:`build_faiss_index`) is exhaustive: it scores every row. Its best
+    ``k +`` :data:`CANDIDATE_EXTRA` rows (all rows within the tolerance of the k-th score, when near-ties run
+    past them) are rescored exactly and ranked by the shared step, so indices and scores are identical to
+    :func:`exact_topk`'s.
 
     Args:
         gallery: ``[N, D]`` L2-normalised rows (used to rescore the candidates).
         queries: ``[Q, D]`` or ``[D]`` queries (normalised here).
         k: results per query (``min(k, N)`` are returned).
-        index: ``build_faiss_index(gallery)``, built here when not given.
+        index: ``build_faiss_index(gallery)``, built here when not given (build it once for many searches).
     """
     queries = _normalise(queries)
     _check(gallery, queries, k)
@@ -257,7 +329,9 @@ def faiss_topk(
     if index.ntotal != n:
         raise ValueError(f"the FAISS index holds {index.ntotal} vectors, the gallery {n}")
     k = min(k, n)
-    tolerance = TOLERANCE[torch.float32]
+    # A float16 gallery is stored exactly by the float16 index: only float32 rounding of the sums remains.
+    # Any other dtype is rounded to float16 in the index, so allow for float16 errors.
+    tolerance = TOLERANCE[torch.float32 if gallery.dtype == torch.float16 else torch.float16]
     q = queries.cpu().contiguous().numpy()
     first = min(n, k + CANDIDATE_EXTRA)
     distances, labels = index.search(q, first)
@@ -265,8 +339,7 @@ def faiss_topk(
     for j in range(len(q)):
         threshold = float(distances[j, k - 1]) - tolerance
         if first < n and distances[j, first - 1] >= threshold:  # ties may run past the first candidates
-            _, _, found = index.range_search(q[j : j + 1], threshold)
-            candidates = torch.from_numpy(found)
+            candidates = _faiss_range_candidates(index, q[j : j + 1], threshold)
         else:
             candidates = torch.from_numpy(labels[j][distances[j] >= threshold])
         results.append(_rank(gallery, queries[j], candidates, k))

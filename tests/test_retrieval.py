@@ -19,7 +19,15 @@ import retrieval.search
 from retrieval.cli import main
 from retrieval.explain import TokenScores, explain, render_html, render_terminal, save_png
 from retrieval.index import SKIPPED_FILE, GalleryIndex, find_images
-from retrieval.search import CANDIDATE_EXTRA, exact_topk, faiss_topk, import_faiss, resolve_backend
+from retrieval.search import (
+    CANDIDATE_EXTRA,
+    build_faiss_index,
+    describe_faiss_index,
+    exact_topk,
+    faiss_topk,
+    import_faiss,
+    resolve_backend,
+)
 
 needs_faiss = pytest.mark.skipif(importlib.util.find_spec("faiss") is None, reason="faiss is not installed")
 
@@ -156,21 +164,24 @@ def test_missing_images_dir_is_named(tiny_gadms_dir, tmp_path, capsys):
 
 
 @needs_faiss
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_torch_and_faiss_agree_with_bruteforce(seed):
+@pytest.mark.parametrize("seed, shards", [(0, 1), (1, 2), (2, 3), (3, None)])
+def test_torch_and_faiss_agree_with_bruteforce(seed, shards):
     generator = torch.Generator().manual_seed(seed)
-    gallery = F.normalize(torch.randn(400, 24, generator=generator), dim=-1).half()
+    gallery = F.normalize(torch.randn(401, 24, generator=generator), dim=-1).half()  # odd: unequal shards
     gallery[50:90] = gallery[3]  # 41 equal rows: ties past the first k + CANDIDATE_EXTRA candidates
     gallery[300] = gallery[7]
     queries = torch.randn(6, 24, generator=generator)
     queries[0], queries[1] = gallery[3].float() * 2, gallery[7].float()  # (queries are normalised)
     k = 10
     assert 41 > k + CANDIDATE_EXTRA
+    index = build_faiss_index(gallery, shards=shards)
+    assert index.ntotal == 401 and index.count() == (shards or max(1, import_faiss().omp_get_max_threads()))
+    # with 2 or 3 shards (bounds 200; 133, 267), the tied rows 7 and 300 lie in different shards
     torch_scores, torch_indices = exact_topk(gallery, queries, k)
-    faiss_scores, faiss_indices = faiss_topk(gallery, queries, k)
+    faiss_scores, faiss_indices = faiss_topk(gallery, queries, k, index=index)
     assert torch_indices.shape == (6, k) and torch_scores.dtype == torch.float32
     assert torch.equal(torch_indices, faiss_indices)
-    torch.testing.assert_close(torch_scores, faiss_scores, atol=1e-6, rtol=0)
+    assert torch.equal(torch_scores, faiss_scores)  # bit-identical: the same exact rescoring
     reference = gallery.double().numpy() @ F.normalize(queries, dim=-1).double().numpy().T
     for j in range(len(queries)):
         expected = _ranking(reference[:, j])[:k]
@@ -185,13 +196,81 @@ def test_torch_and_faiss_agree_with_bruteforce(seed):
 @needs_faiss
 def test_k_larger_than_gallery_and_empty_gallery():
     gallery = F.normalize(torch.randn(7, 16), dim=-1).half()
+    gallery[5] = gallery[1]  # a tie, across shards when there are 2 or more
     queries = torch.randn(3, 16)
+    queries[0] = gallery[1].float()
+    expected = exact_topk(gallery, queries, 50)
+    assert expected[0].shape == expected[1].shape == (3, 7)
+    assert all(sorted(row) == list(range(7)) for row in expected[1].tolist())
+    assert expected[1][0, :2].tolist() == [1, 5]
+    for shards in (None, 1, 2, 7, 100):  # 100: capped at one row a shard
+        index = build_faiss_index(gallery, shards=shards)
+        if shards is not None:
+            assert index.count() == min(shards, 7) and index.ntotal == 7
+        scores, indices = faiss_topk(gallery, queries, 50, index=index)
+        assert torch.equal(indices, expected[1]) and torch.equal(scores, expected[0])
+    assert torch.equal(faiss_topk(gallery, queries, 50)[1], expected[1])  # index built on the fly
     for fn in (exact_topk, faiss_topk):
-        scores, indices = fn(gallery, queries, 50)
-        assert scores.shape == indices.shape == (3, 7)
-        assert all(sorted(row) == list(range(7)) for row in indices.tolist())
-    scores, indices = exact_topk(torch.empty(0, 16, dtype=torch.float16), queries, 5)
-    assert scores.shape == indices.shape == (3, 0)
+        scores, indices = fn(torch.empty(0, 16, dtype=torch.float16), queries, 5)
+        assert scores.shape == indices.shape == (3, 0)
+
+
+@needs_faiss
+def test_faiss_index_is_sharded_fp16_with_global_ids():
+    faiss = import_faiss()
+    gallery = F.normalize(torch.randn(101, 8, generator=torch.Generator().manual_seed(0)), dim=-1).half()
+    index = build_faiss_index(gallery, shards=2)
+    assert isinstance(index, faiss.IndexShards) and index.count() == 2 and index.ntotal == 101
+    assert [index.at(s).ntotal for s in range(2)] == [50, 51]  # contiguous slices
+    for s in range(2):
+        shard = faiss.downcast_index(index.at(s))
+        assert isinstance(shard, faiss.IndexScalarQuantizer)
+        assert shard.sq.qtype == faiss.ScalarQuantizer.QT_fp16
+        assert shard.metric_type == faiss.METRIC_INNER_PRODUCT
+    # Labels are global row indices, and the float16 storage is lossless: each row finds itself first with
+    # its own squared norm (in float32 arithmetic) as its score.
+    rows = gallery.float().numpy()
+    distances, labels = index.search(rows, 1)
+    assert labels[:, 0].tolist() == list(range(101))
+    np.testing.assert_allclose(distances[:, 0], (rows * rows).sum(1), rtol=0, atol=1e-6)
+    description = describe_faiss_index(index)
+    assert "IndexShards of 2 x IndexScalarQuantizer (QT_fp16)" in description and "101 vectors" in description
+    default = build_faiss_index(gallery)
+    assert default.count() == max(1, min(faiss.omp_get_max_threads(), 101))
+
+
+@needs_faiss
+def test_faiss_range_fallback_over_shards(monkeypatch):
+    """Long near-tie runs take the range-search path, which must search every shard with global labels."""
+    gallery = F.normalize(torch.randn(99, 8, generator=torch.Generator().manual_seed(0)), dim=-1).half()
+    gallery[10:60:2] = gallery[4]  # 26 equal rows (with row 4), in shards 0 and 1 (bounds 33, 66)
+    query = gallery[4].float()
+    index = build_faiss_index(gallery, shards=3)
+    calls = []
+    real = retrieval.search._faiss_range_candidates
+
+    def spy(*args):
+        calls.append(real(*args))
+        return calls[-1]
+
+    monkeypatch.setattr(retrieval.search, "_faiss_range_candidates", spy)
+    scores, indices = faiss_topk(gallery, query, 3, index=index)
+    assert len(calls) == 1 and {4, *range(10, 60, 2)} <= set(calls[0].tolist())
+    expected = exact_topk(gallery, query, 3)
+    assert torch.equal(indices, expected[1]) and torch.equal(scores, expected[0])
+    assert indices[0].tolist() == [4, 10, 12]
+
+
+@needs_faiss
+def test_faiss_with_float32_gallery_matches_torch():
+    """A gallery that is not float16 is rounded in the float16 index; the wider tolerance keeps the results
+    exact."""
+    generator = torch.Generator().manual_seed(5)
+    gallery = F.normalize(torch.randn(301, 32, generator=generator), dim=-1)
+    queries = torch.randn(8, 32, generator=generator)
+    expected = exact_topk(gallery, queries, 10)
+    scores, indices = faiss_topk(gallery, queries, 10, index=build_faiss_index(gallery, shards=2))
+    assert torch.equal(indices, expected[1]) and torch.equal(scores, expected[0])
 
 
 @needs_faiss
@@ -203,9 +282,17 @@ def test_gallery_index_backends_and_auto_threshold(monkeypatch):
     assert resolve_backend("auto", len(index)) == "torch"
     monkeypatch.setattr(retrieval.search, "FAISS_THRESHOLD", 100)
     assert resolve_backend("auto", len(index)) == "faiss"
-    for backend in ("auto", "faiss"):
+    built = []
+
+    def counting(gallery):
+        built.append(len(gallery))
+        return build_faiss_index(gallery)
+
+    monkeypatch.setattr(retrieval.index, "build_faiss_index", counting)
+    for backend in ("auto", "faiss", "faiss"):
         scores, indices = index.search(queries, k=5, backend=backend)
-        assert torch.equal(indices, expected[1]) and torch.allclose(scores, expected[0], atol=1e-6)
+        assert torch.equal(indices, expected[1]) and torch.equal(scores, expected[0])
+    assert built == [300]  # built once, then cached on the GalleryIndex
     assert index._faiss_index is not None and index._faiss_index.ntotal == 300
     with pytest.raises(ValueError, match="unknown backend"):
         index.search(queries, backend="annoy")
