@@ -16,6 +16,8 @@ from transformers import initialization as init
 from transformers.activations import QuickGELUActivation
 from transformers.models.clip.modeling_clip import CLIPEncoder
 
+from .losses import IGNORE_INDEX, mtp_loss
+
 
 class GADMSMLMHead(nn.Module):
     """`Linear(d, d) -> QuickGELU -> LayerNorm -> Linear(d, vocab)`."""
@@ -58,12 +60,40 @@ class GADMSMTPDecoder(nn.Module):
         self.ln_post = nn.LayerNorm(width)
         self.mlm_head = GADMSMLMHead(width, config.text_config.vocab_size)
 
-    def forward(self, text_tokens: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
-        """Token logits `(batch, text_positions, vocab)` from projected text and image token features."""
+    def forward(
+        self, text_tokens: torch.Tensor, image_tokens: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Token logits from projected text and image token features.
+
+        Args:
+            text_tokens: `(batch, text_positions, width)` projected text token features (queries).
+            image_tokens: `(batch, image_positions, width)` projected image token features (keys and values).
+            positions: optional `(batch, text_positions)` boolean mask. The transformer still sees every position;
+                only the MLM head (whose vocabulary projection is most of the decoder's cost) is applied to the
+                selected ones.
+
+        Returns:
+            `(batch, text_positions, vocab)` logits, or `(selected, vocab)` for the `True` entries of `positions`
+            in row-major order (the order of `labels[positions]`).
+        """
         image = self.ln_pre_i(image_tokens)
         hidden = self.cross_attn(self.ln_pre_t(text_tokens), image, image, need_weights=False)[0]
-        hidden = self.cross_modal_transformer(inputs_embeds=hidden).last_hidden_state
-        return self.mlm_head(self.ln_post(hidden))
+        hidden = self.ln_post(self.cross_modal_transformer(inputs_embeds=hidden).last_hidden_state)
+        if positions is not None:
+            hidden = hidden[positions]
+        return self.mlm_head(hidden)
+
+    def masked_token_loss(
+        self, text_tokens: torch.Tensor, image_tokens: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """[`mtp_loss`] of the logits at the labelled positions of `labels` (`IGNORE_INDEX` elsewhere).
+
+        Equal to `mtp_loss(self(text_tokens, image_tokens), labels)`, without the vocabulary logits of the
+        positions that have no target.
+        """
+        labels = labels.to(text_tokens.device)
+        targets = labels != IGNORE_INDEX
+        return mtp_loss(self(text_tokens, image_tokens, positions=targets), labels[targets])
 
     def init_weights(self) -> None:
         """Initialise as the SPEC says: attention in-projections std `d^-0.5`; output projections and the last

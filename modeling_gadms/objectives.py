@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from .gass import gass_scores
-from .losses import id_loss, mtp_loss, sdm_loss
+from .losses import id_loss, sdm_loss
 from .masking import dual_masking, random_mlm_masking
 
 OBJECTIVES = ("gadms", "irra")
@@ -48,7 +48,7 @@ def gadms_objective(
     noise_text = model.encode_text(views.noise_input_ids, attention_mask)
     sdm = sdm_loss(image.embeds, noise_text.embeds, person_ids, model.logit_scale)
     mtp_text = model.encode_text(views.mtp_input_ids, attention_mask, output_tokens=True)
-    mtp = mtp_loss(model.mtp_decoder(mtp_text.token_embeds, image.token_embeds), views.mtp_labels)
+    mtp = model.mtp_decoder.masked_token_loss(mtp_text.token_embeds, image.token_embeds, views.mtp_labels)
     scores = gass_scores(model, input_ids, image.embeds.detach())
     return {
         "loss": config.sdm_loss_weight * sdm + config.mtp_loss_weight * mtp,
@@ -87,7 +87,7 @@ def irra_objective(
         loss = loss + config.id_loss_weight * identity
     masked = random_mlm_masking(input_ids, config, generator=generator)
     mlm_text = model.encode_text(masked.input_ids, attention_mask, output_tokens=True)
-    mlm = mtp_loss(model.mtp_decoder(mlm_text.token_embeds, image.token_embeds), masked.labels)
+    mlm = model.mtp_decoder.masked_token_loss(mlm_text.token_embeds, image.token_embeds, masked.labels)
     loss = loss + config.mlm_loss_weight * mlm
     return {"loss": loss, "sdm_loss": sdm, "id_loss": identity, "mlm_loss": mlm, "image": image, "text": text}
 

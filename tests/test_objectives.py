@@ -137,3 +137,27 @@ def test_score_bank_with_captions_shorter_than_the_bank(model):
     stored = bank.get(torch.tensor([0, 1, 2, 3]))
     torch.testing.assert_close(stored[:, :40], out.token_scores.float(), atol=1e-3, rtol=0)
     assert (stored[:, 40:] == 0).all()
+
+
+def test_masked_token_loss_equals_the_loss_of_the_full_logits(tiny_config):
+    from modeling_gadms import GADMSModel
+    from modeling_gadms.losses import IGNORE_INDEX, mtp_loss
+
+    torch.manual_seed(0)
+    decoder = GADMSModel(tiny_config).mtp_decoder
+    batch, positions, width = 3, 9, tiny_config.projection_dim
+    text = torch.randn(batch, positions, width, requires_grad=True)
+    image = torch.randn(batch, 5, width)
+    labels = torch.full((batch, positions), IGNORE_INDEX)
+    labels[0, 2], labels[1, 5], labels[1, 7], labels[2, 1] = 4, 9, 4, 11
+
+    reference = mtp_loss(decoder(text, image), labels)
+    (reference_grad,) = torch.autograd.grad(reference, text)
+    loss = decoder.masked_token_loss(text, image, labels)
+    (grad,) = torch.autograd.grad(loss, text)
+    torch.testing.assert_close(loss, reference)
+    torch.testing.assert_close(grad, reference_grad)
+    # the selected logits are the full logits' rows at the labelled positions, in row-major order
+    selected = decoder(text, image, positions=labels != IGNORE_INDEX)
+    torch.testing.assert_close(selected, decoder(text, image)[labels != IGNORE_INDEX])
+    assert selected.shape == (4, tiny_config.text_config.vocab_size)
