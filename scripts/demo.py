@@ -32,7 +32,10 @@ def run(command: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_output", help="working folder (default: demo_output)")
-    parser.add_argument("--identities", type=int, default=500, help="synthetic persons (default: 500)")
+    parser.add_argument("--identities", type=int, default=2000, help="synthetic persons (default: 2000)")
+    parser.add_argument("--split-fractions", default="0.95,0.025,0.025",
+                        help="identity fractions of train,validation,test (default: 0.95,0.025,0.025: 50 test "
+                             "and 50 validation persons out of 2000)")
     parser.add_argument("--config", default="configs/demo_cpu.yaml", help="training preset")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for training")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -44,11 +47,14 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
 
     marker = data / "synthetic_config.json"
-    if not marker.is_file() or json.loads(marker.read_text()).get("num_identities") != args.identities:
+    fractions = [float(f) for f in args.split_fractions.split(",")]
+    wanted = {"num_identities": args.identities, "split_fractions": fractions}
+    existing = json.loads(marker.read_text()) if marker.is_file() else {}
+    if any(existing.get(key) != value for key, value in wanted.items()):
         shutil.rmtree(data, ignore_errors=True)
         run([sys.executable, "-m", "dataset_builders.synthetic", "--out", str(data), "--identities",
              str(args.identities), "--images-per-identity", "4", "--image-size", "64x32", "--noise", "0.3",
-             "--seed", "0", "--no-progress"])
+             "--split-fractions", args.split_fractions, "--seed", "0", "--no-progress"])
     shutil.rmtree(run_dir, ignore_errors=True)
     overrides = [item for o in args.overrides for item in ("--set", o)]
     run([str(bin_dir / "accelerate"), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
