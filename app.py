@@ -32,7 +32,7 @@ import gradio as gr  # noqa: E402
 
 from evaluation.embedding import load_model_and_processor  # noqa: E402
 from retrieval.explain import explain, render_html  # noqa: E402
-from retrieval.index import GalleryIndex  # noqa: E402
+from retrieval.index import GalleryIndex, normalise_model_id  # noqa: E402
 from retrieval.search import search_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -147,7 +147,7 @@ def choose_model(model: str | None, index: GalleryIndex | None = None) -> str:
     path."""
     chosen = model or os.environ.get("GADMS_MODEL") or (index.model if index is not None else None) \
         or default_model()
-    return str(Path(chosen).resolve()) if Path(chosen).is_dir() else chosen
+    return normalise_model_id(chosen)
 
 
 def _model_fingerprint(model_id: str) -> str:

@@ -20,7 +20,15 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-__all__ = ["PRECISIONS", "embed_images", "embed_texts", "load_model_and_processor", "open_image"]
+__all__ = [
+    "PRECISIONS",
+    "embed_images",
+    "embed_texts",
+    "eval_mode",
+    "load_model_and_processor",
+    "model_device",
+    "open_image",
+]
 
 #: ``--precision`` choices and the autocast dtype they stand for (``fp32``: no autocast).
 PRECISIONS: dict[str, torch.dtype | None] = {
@@ -48,7 +56,7 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
 
 
 @contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module):
+def eval_mode(model: torch.nn.Module):
     """Eval mode (no dropout) for the duration, then the model's previous mode (so training can call in)."""
     was_training = model.training
     model.eval()
@@ -58,7 +66,8 @@ def _eval_mode(model: torch.nn.Module):
         model.train(was_training)
 
 
-def _model_device(model: torch.nn.Module) -> torch.device:
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
     try:
         return next(model.parameters()).device
     except StopIteration:
@@ -142,7 +151,7 @@ def embed_images(
     Returns:
         ``[N, D]`` float32 CPU tensor (not normalised).
     """
-    device = _model_device(model)
+    device = model_device(model)
     loader = DataLoader(
         _Images(images),
         batch_size=batch_size,
@@ -150,7 +159,7 @@ def embed_images(
         collate_fn=partial(_pixel_batch, processor),
     )
     out = []
-    with _eval_mode(model), tqdm(total=len(images), desc=desc, unit="img", disable=not progress) as bar:
+    with eval_mode(model), tqdm(total=len(images), desc=desc, unit="img", disable=not progress) as bar:
         for pixel_values in loader:
             with _autocast(device, precision):
                 features = model.get_image_features(pixel_values=pixel_values.to(device))
@@ -186,9 +195,9 @@ def embed_texts(
     Returns:
         ``[N, D]`` float32 CPU tensor (not normalised).
     """
-    device = _model_device(model)
+    device = model_device(model)
     out = []
-    with _eval_mode(model), tqdm(total=len(texts), desc=desc, unit="cap", disable=not progress) as bar:
+    with eval_mode(model), tqdm(total=len(texts), desc=desc, unit="cap", disable=not progress) as bar:
         for start in range(0, len(texts), batch_size):
             batch = [str(t) for t in texts[start : start + batch_size]]
             encoded = _tokenize(processor, batch)

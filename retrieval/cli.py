@@ -23,7 +23,7 @@ from dataset_builders.cli_types import positive_int
 from evaluation.embedding import PRECISIONS, load_model_and_processor
 
 from .explain import explain, render_html, render_terminal, save_png
-from .index import IMAGE_EXTENSIONS, INDEX_FILE, SKIPPED_FILE, GalleryIndex, normalise_model_id, write_skipped
+from .index import IMAGE_EXTENSIONS, INDEX_FILE, SKIPPED_FILE, GalleryIndex, write_skipped
 from .search import BACKENDS, FAISS_THRESHOLD, render_hits_html, search_text
 
 __all__ = ["build_parser", "main"]
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser(
         "search", help="search an index by text", formatter_class=formatter,
         description="Embed the caption with the index's model and print the best-matching images: rank, "
-        "cosine similarity, path. Exact search: torch by default, FAISS (flat inner-product index) "
+        "cosine similarity, path. Exact search: torch by default, FAISS (exhaustive float16 index) "
         f"automatically from {FAISS_THRESHOLD:,} images when installed (pip install \"gadms[search]\"); both "
         "give the same results (ties broken by path order).",
     )  # fmt: skip
@@ -125,12 +125,7 @@ def run_index(args: argparse.Namespace) -> int:
     if args.update:
         if (out / INDEX_FILE).is_file():
             existing = GalleryIndex.load(out)
-            if existing.model != normalise_model_id(args.model):
-                raise ValueError(
-                    f"--update: the index in {out} was built with model {existing.model!r}, not "
-                    f"{normalise_model_id(args.model)!r}; index into a new folder (or drop --update) to "
-                    "switch models"
-                )
+            existing.check_model(args.model)  # before loading the model
         else:
             print(f"no index in {out} yet: building a new one")
     model, processor = load_model_and_processor(args.model, device=_device(args.device))

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from evaluation.embedding import _eval_mode, _model_device, embed_images, embed_texts
+from evaluation.embedding import eval_mode, model_device, embed_images, embed_texts
 from modeling_gadms.configuration_gadms import image_size_hw
 from modeling_gadms.gass import eos_positions, gass_scores
 
@@ -62,8 +62,8 @@ def neutral_image_embeds(model: torch.nn.Module) -> torch.Tensor:
     """``[1, D]`` image features of all-zero ``pixel_values`` at the model's input size (the processor's mean
     colour everywhere): the GASS target when no image is given."""
     height, width = image_size_hw(model.config.vision_config.image_size)
-    pixels = torch.zeros(1, 3, height, width, device=_model_device(model))
-    with torch.no_grad(), _eval_mode(model):
+    pixels = torch.zeros(1, 3, height, width, device=model_device(model))
+    with torch.no_grad(), eval_mode(model):
         return model.get_image_features(pixel_values=pixels).float()
 
 
@@ -87,7 +87,7 @@ def explain(
         The tokens from start- to end-of-text with their scores, and the caption-image cosine similarity
         when an image was given.
     """
-    device = _model_device(model)
+    device = model_device(model)
     input_ids = processor(text=[text], return_tensors="pt", truncation=True)["input_ids"].to(device)
     if image is None:
         image_embeds, similarity = neutral_image_embeds(model), None
@@ -95,7 +95,7 @@ def explain(
         image_embeds = embed_images(model, processor, [image], progress=False).clone().to(device)
         text_embeds = embed_texts(model, processor, [text], progress=False)
         similarity = float(F.cosine_similarity(text_embeds, image_embeds.cpu(), dim=-1)[0])
-    with _eval_mode(model):
+    with eval_mode(model):
         scores = gass_scores(model, input_ids, image_embeds, variant=variant)[0]
     end = int(eos_positions(input_ids, model.config.text_config.eos_token_id)[0]) + 1
     tokenizer = getattr(processor, "tokenizer", processor)

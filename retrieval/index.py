@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from evaluation.embedding import embed_images, open_image
 
-from .search import build_faiss_index, resolve_backend, search_embeddings
+from .search import build_faiss_index, exact_topk, faiss_topk, resolve_backend
 
 __all__ = [
     "EMBEDDINGS_FILE",
@@ -166,6 +166,16 @@ class GalleryIndex:
         """The embedding dimension."""
         return self.embeddings.shape[1]
 
+    def check_model(self, model_id: str) -> None:
+        """Raise a ``ValueError`` unless ``model_id`` (a hub id or folder) is the model this index was built
+        with: an update must embed new images in the same space as the kept ones."""
+        model_id = normalise_model_id(model_id)
+        if self.model != model_id:
+            raise ValueError(
+                f"the index was built with model {self.model!r}, not {model_id!r}; "
+                "re-index into a new folder (or without --update) to switch models"
+            )
+
     def image_path(self, i: int) -> Path:
         """The path of image ``i``: ``root / paths[i]``."""
         return Path(self.root) / self.paths[i]
@@ -208,11 +218,7 @@ class GalleryIndex:
         paths = find_images(root)
         kept: dict[str, torch.Tensor] = {}
         if existing is not None:
-            if existing.model != model_id:
-                raise ValueError(
-                    f"the index was built with model {existing.model!r}, not {model_id!r}; "
-                    "re-index into a new folder (or without --update) to switch models"
-                )
+            existing.check_model(model_id)
             if Path(existing.root).resolve() != root:
                 raise ValueError(f"the index was built from {existing.root}, not {root}")
             present = set(paths)
@@ -286,12 +292,8 @@ class GalleryIndex:
         Returns:
             ``(scores, indices)``: ``[Q, k]`` float32 and int64, best first, ties broken by lower index.
         """
-        faiss_index = None
         if resolve_backend(backend, len(self)) == "faiss" and len(self):
             if self._faiss_index is None:
                 self._faiss_index = build_faiss_index(self.embeddings)
-            faiss_index = self._faiss_index
-            backend = "faiss"
-        else:
-            backend = "torch"
-        return search_embeddings(self.embeddings, queries, k, backend, faiss_index=faiss_index)
+            return faiss_topk(self.embeddings, queries, k, index=self._faiss_index)
+        return exact_topk(self.embeddings, queries, k)

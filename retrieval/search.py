@@ -57,7 +57,6 @@ __all__ = [
     "import_faiss",
     "render_hits_html",
     "resolve_backend",
-    "search_embeddings",
     "search_text",
 ]
 
@@ -346,20 +345,6 @@ def faiss_topk(
     return _stack(results)
 
 
-def search_embeddings(
-    gallery: torch.Tensor,
-    queries: torch.Tensor,
-    k: int = 10,
-    backend: str = "auto",
-    *,
-    faiss_index: Any = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` search with the backend ``backend`` resolves to (see :func:`resolve_backend`)."""
-    if resolve_backend(backend, len(gallery)) == "faiss":
-        return faiss_topk(gallery, queries, k, index=faiss_index)
-    return exact_topk(gallery, queries, k)
-
-
 def search_text(
     index: GalleryIndex, model: torch.nn.Module, processor: Any, text: str, k: int = 10, backend: str = "auto"
 ) -> list[SearchHit]:
@@ -408,7 +393,6 @@ def render_hits_html(
         f"<h1>{title}</h1><p>{len(hits)} results, best first (cosine similarity)</p>\n"
         f'<div class="grid">{"".join(cells)}</div>\n</body></html>\n'
     )
-
 
 
 def _image_src(path: Path, relative_to: str | os.PathLike | None) -> str:
