@@ -32,7 +32,7 @@ import gradio as gr  # noqa: E402
 
 from evaluation.embedding import load_model_and_processor  # noqa: E402
 from retrieval.explain import explain, render_html  # noqa: E402
-from retrieval.index import GalleryIndex, normalise_model_id  # noqa: E402
+from retrieval.index import EMBEDDINGS_FILE, GalleryIndex, normalise_model_id  # noqa: E402
 from retrieval.search import search_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -191,7 +191,7 @@ def synthetic_index(model: Any, processor: Any, model_id: str, workdir: Path, *,
     """The index of the synthetic gallery for this model, built once and cached under ``workdir``."""
     images = synthetic_gallery(workdir, _gallery_image_size(processor), identities=identities)
     index_dir = images.parent / f"index-{_model_fingerprint(model_id)}"
-    if index_dir.is_dir():
+    if (index_dir / EMBEDDINGS_FILE).is_file():  # a complete index (saves are atomic)
         return GalleryIndex.load(index_dir)
     print(f"app.py: indexing {images} with {model_id}", flush=True)
     index, _skipped = GalleryIndex.build(model, processor, images, model_id=model_id)

@@ -13,20 +13,40 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import torch
+from filelock import FileLock, Timeout
 
 from dataset_builders.cli_types import positive_int
 from evaluation.embedding import PRECISIONS, load_model_and_processor
 
 from .explain import explain, render_html, render_terminal, save_png
-from .index import IMAGE_EXTENSIONS, INDEX_FILE, SKIPPED_FILE, GalleryIndex, write_skipped
+from .index import (
+    EMBEDDINGS_FILE,
+    IMAGE_EXTENSIONS,
+    INDEX_FILE,
+    LEGACY_SKIPPED_FILE,
+    LOCK_FILE,
+    SKIPPED_FILE,
+    DamagedIndexError,
+    GalleryIndex,
+    interrupted_save,
+    write_skipped,
+)
 from .search import BACKENDS, FAISS_THRESHOLD, render_hits_html, search_text
 
-__all__ = ["build_parser", "main"]
+__all__ = ["IndexBusyError", "build_parser", "main"]
+
+#: ``main``'s exit status when another ``gadms index`` holds the index folder's lock (other errors: 1).
+EXIT_BUSY = 2
+
+
+class IndexBusyError(RuntimeError):
+    """Another ``gadms index`` holds the lock of the index folder."""
 
 
 def _device(name: str | None) -> torch.device:
@@ -51,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     index = commands.add_parser(
         "index", help="embed a folder of images into an index", formatter_class=formatter,
         description="Embed every image under --images (recursively: .jpg .jpeg .png .webp .bmp) with the "
-        "model's image tower and write the index to --out: embeddings.safetensors (L2-normalised, float16), "
-        f"index.json (model id, images folder, relative paths) and {SKIPPED_FILE} (unreadable files, which "
-        "are skipped and listed, path<TAB>reason).",
+        f"model's image tower and write the index to --out: {EMBEDDINGS_FILE} (the whole index: "
+        "L2-normalised float16 embeddings, relative paths, model id, images folder; saved atomically), "
+        f"{INDEX_FILE} (a human-readable copy) and {SKIPPED_FILE} (unreadable files, which are skipped and "
+        'listed, one JSON object {"path", "reason"} a line). One run at a time per --out: a second one is '
+        f"refused (exit status {EXIT_BUSY}) while the first holds {LOCK_FILE} there.",
     )  # fmt: skip
     index.add_argument("--model", required=True, help="model folder or Hugging Face hub id")
     index.add_argument("--images", required=True, help="folder of images to index (searched recursively)")
@@ -61,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument(
         "--update", action="store_true",
         help="update the index in --out: embed only images it lacks, drop those whose files are gone "
-        "(refused when --model differs from the index's model)",
+        "(refused when --model differs from the index's model); an index left damaged by an interrupted "
+        "save is recovered, or rebuilt when it cannot be read",
     )  # fmt: skip
     index.add_argument(
         "--batch-size", type=positive_int, default=64, help="images per forward pass (default: 64)"
@@ -117,15 +140,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    """``gadms index``."""
+    """``gadms index``: holds ``--out``'s lock file for the whole run (read, embed, save)."""
     images, out = Path(args.images), Path(args.out)
     if not images.is_dir():
         raise FileNotFoundError(f"images folder not found: {images}")
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(out / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise IndexBusyError(
+            f"another `gadms index` is writing {out} (it holds the lock {out / LOCK_FILE}); wait for it to "
+            "finish (if no such process runs, the lock is stale: delete that file)"
+        ) from None
+    try:
+        return _index_locked(args, images, out)
+    finally:
+        lock.release()
+
+
+def _show(path: str) -> str:
+    """A file name for the terminal: as is, or JSON-quoted when it holds newlines or other controls."""
+    return path if path.isprintable() else json.dumps(path)
+
+
+def _index_locked(args: argparse.Namespace, images: Path, out: Path) -> int:
     existing = None
     if args.update:
-        if (out / INDEX_FILE).is_file():
-            existing = GalleryIndex.load(out)
-            existing.check_model(args.model)  # before loading the model
+        if (out / EMBEDDINGS_FILE).is_file():
+            try:
+                existing = GalleryIndex.load(out)
+            except DamagedIndexError as err:
+                print(f"cannot read the index in {out}, building a new one: {err}")
+            else:
+                existing.check_model(args.model)  # before loading the model
+                notes = interrupted_save(out, existing)
+                if notes:
+                    print(
+                        f"recovering {out} from an interrupted save ({'; '.join(notes)}): updating its last "
+                        f"complete index ({len(existing)} images) and rewriting the files"
+                    )
         else:
             print(f"no index in {out} yet: building a new one")
     model, processor = load_model_and_processor(args.model, device=_device(args.device))
@@ -135,6 +189,7 @@ def run_index(args: argparse.Namespace) -> int:
     )  # fmt: skip
     index.save(out)
     write_skipped(out / SKIPPED_FILE, skipped)
+    (out / LEGACY_SKIPPED_FILE).unlink(missing_ok=True)  # an older gadms's list, now out of date
     if existing is not None:
         kept = len(set(existing.paths) & set(index.paths))
         print(
@@ -148,7 +203,7 @@ def run_index(args: argparse.Namespace) -> int:
     if skipped:
         print(f"skipped {len(skipped)} unreadable files (listed in {out / SKIPPED_FILE}):")
         for path, reason in skipped:
-            print(f"  {path}: {reason}")
+            print(f"  {_show(path)}: {reason}")
     return 0
 
 
@@ -196,11 +251,15 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``gadms`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status (errors: 1)."""
+    """Run ``gadms`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status (errors: 1; the
+    index folder locked by another ``gadms index``: 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except IndexBusyError as err:
+        print(f"gadms {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_BUSY
     except (OSError, ValueError, ImportError) as err:
         print(f"gadms {args.command}: error: {err}", file=sys.stderr)
         return 1

@@ -1,14 +1,22 @@
 """A gallery index: the normalised image embeddings of a folder of images, their paths, and the model's id.
 
-On disk (``GalleryIndex.save``), an index folder holds
+On disk (``GalleryIndex.save``, format version 2), an index folder holds
 
-- ``embeddings.safetensors``: one tensor ``embeddings``, ``[N, D]`` float16, L2-normalised rows;
-- ``index.json``: ``{"format", "version", "model", "root", "count", "dim", "paths"}``, where ``root`` is
-  the absolute images folder and ``paths`` the images' paths relative to it (POSIX separators), in the order
-  of the embedding rows (sorted).
+- ``embeddings.safetensors``, the whole index in one file: the tensor ``embeddings`` (``[N, D]`` float16,
+  L2-normalised rows), the tensor ``paths`` (uint8: the UTF-8 JSON list of the images' paths relative to
+  ``root``, POSIX separators, in the order of the rows, sorted) and, in the safetensors header's
+  ``metadata``, ``index``: the JSON of ``{"format", "version", "model", "root", "count", "dim"}``, where
+  ``root`` is the absolute images folder. A save writes it to a temporary file and commits it with one
+  ``os.replace``, so a reader sees the old index or the new one, never a mix, even after a crash;
+- ``index.json``: a human-readable copy, ``{"format", "version", "model", "root", "count", "dim",
+  "paths"}``, written after the commit and never read back (an interrupted save can leave it stale).
 
-``gadms index`` also writes ``skipped.txt`` there: the files it could not read, one ``path<TAB>reason`` a
-line.
+Version 1 indexes (the metadata in ``index.json`` only) are still read, including one whose save was
+interrupted between its two renames (:meth:`GalleryIndex.load`).
+
+``gadms index`` also writes ``skipped.jsonl`` there: the files it could not read, one JSON object
+``{"path", "reason"}`` a line (:func:`write_skipped`, :func:`read_skipped`), and holds ``.lock`` while it
+writes (:data:`LOCK_FILE`).
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from evaluation.embedding import embed_images, open_image
@@ -33,20 +42,33 @@ __all__ = [
     "EMBEDDINGS_FILE",
     "IMAGE_EXTENSIONS",
     "INDEX_FILE",
+    "LOCK_FILE",
     "SKIPPED_FILE",
+    "DamagedIndexError",
     "GalleryIndex",
     "find_images",
+    "interrupted_save",
     "normalise_model_id",
+    "read_skipped",
     "write_skipped",
 ]
 
 #: Image files that ``find_images`` picks up (case-insensitive).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+#: The index itself (embeddings, paths and metadata): the file a save commits.
 EMBEDDINGS_FILE = "embeddings.safetensors"
+#: A human-readable copy of the metadata and paths (version 1 indexes: the metadata itself).
 INDEX_FILE = "index.json"
-SKIPPED_FILE = "skipped.txt"
+#: The files ``gadms index`` could not read, as JSON lines ``{"path", "reason"}``.
+SKIPPED_FILE = "skipped.jsonl"
+#: What ``gadms index`` wrote there up to index version 1 (``path<TAB>reason`` lines); removed on a rewrite.
+LEGACY_SKIPPED_FILE = "skipped.txt"
+#: The lock file ``gadms index`` holds in the index folder while it reads, embeds and writes.
+LOCK_FILE = ".lock"
 INDEX_FORMAT = "gadms-gallery-index"
-INDEX_VERSION = 1
+INDEX_VERSION = 2
+#: A save writes ``NAME`` as ``NAME + TMP_SUFFIX`` first, then renames it.
+TMP_SUFFIX = ".tmp"
 #: What reading an image can raise (``open_image`` turns decoder errors into ``OSError``).
 _READ_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
 
@@ -66,16 +88,82 @@ def find_images(images_dir: str | os.PathLike) -> list[str]:
     return sorted(found)
 
 
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to disk; folders that cannot be opened are left."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # a folder on Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems do not sync folders
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and one rename: all of it, or nothing."""
+    partial = path.with_name(path.name + TMP_SUFFIX)
+    partial.write_bytes(data)
+    _fsync(partial)
+    os.replace(partial, path)
+    _fsync(path.parent)
+
+
 def write_skipped(path: str | os.PathLike, skipped: Sequence[tuple[str, str]]) -> None:
-    """Write ``skipped`` ``[(path, reason)]`` as ``path<TAB>reason`` lines (an empty file when none)."""
-    lines = "".join(f"{p}\t{' '.join(str(reason).split())}\n" for p, reason in skipped)
-    Path(path).write_text(lines, encoding="utf-8")
+    """Write ``skipped`` ``[(path, reason)]`` as JSON lines ``{"path": ..., "reason": ...}`` (an empty file
+    when none), atomically. Any file name survives, newlines and tabs included."""
+    lines = "".join(json.dumps({"path": p, "reason": str(reason)}) + "\n" for p, reason in skipped)
+    _write_atomic(Path(path), lines.encode("utf-8"))
+
+
+def read_skipped(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """The ``[(path, reason)]`` that :func:`write_skipped` wrote to ``path``."""
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").split("\n") if line]
+    return [(row["path"], row["reason"]) for row in rows]
 
 
 def normalise_model_id(name_or_path: str | os.PathLike) -> str:
     """A model folder as its absolute path (so the index works from any directory), a hub id as given."""
     path = Path(name_or_path).expanduser()
     return str(path.resolve()) if path.is_dir() else str(name_or_path)
+
+
+class DamagedIndexError(ValueError):
+    """An index folder whose files are unreadable or do not fit together (``gadms index --update``
+    rebuilds such an index instead of updating it)."""
+
+
+def _check_version(meta: dict[str, Any], where: Path) -> None:
+    version = meta.get("version", 0)
+    if not isinstance(version, int) or version > INDEX_VERSION:
+        raise ValueError(f"{where} has index version {version!r}; this gadms reads up to {INDEX_VERSION}")
+
+
+def interrupted_save(index_dir: str | os.PathLike, index: GalleryIndex) -> list[str]:
+    """What an interrupted save left in ``index_dir`` beside ``index``, the committed index that
+    :meth:`GalleryIndex.load` read there: temporary files, an ``index.json`` that does not describe it
+    (one note each; empty when nothing). The next `gadms index` run replaces them all."""
+    folder = Path(index_dir)
+    notes = []
+    leftovers = [
+        name + TMP_SUFFIX
+        for name in (EMBEDDINGS_FILE, INDEX_FILE, SKIPPED_FILE)
+        if (folder / (name + TMP_SUFFIX)).exists()
+    ]
+    if leftovers:
+        notes.append(f"temporary files left: {', '.join(leftovers)}")
+    try:
+        meta = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
+        same = isinstance(meta, dict) and [meta.get(key) for key in ("model", "root", "paths")] == [
+            index.model, index.root, index.paths
+        ]  # fmt: skip
+    except (OSError, ValueError):  # missing, unreadable or cut short
+        same = False
+    if not same:
+        notes.append(f"{INDEX_FILE} does not describe {EMBEDDINGS_FILE}")
+    return notes
 
 
 def _embed_files(
@@ -237,45 +325,119 @@ class GalleryIndex:
             stacked = torch.empty(0, dim, dtype=torch.float16)
         return cls(embeddings=stacked, paths=order, root=str(root), model=model_id), skipped
 
-    def save(self, out_dir: str | os.PathLike) -> None:
-        """Write ``embeddings.safetensors`` and ``index.json`` into ``out_dir`` (created if needed)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        meta = {
+    def _metadata(self) -> dict[str, Any]:
+        return {
             "format": INDEX_FORMAT,
             "version": INDEX_VERSION,
             "model": self.model,
             "root": self.root,
             "count": len(self),
             "dim": self.dim,
-            "paths": self.paths,
         }
-        tensors = {"embeddings": self.embeddings.detach().to("cpu", torch.float16).contiguous()}
-        partial_embeddings, partial_meta = out / (EMBEDDINGS_FILE + ".tmp"), out / (INDEX_FILE + ".tmp")
-        save_file(tensors, str(partial_embeddings), metadata={"format": INDEX_FORMAT, "model": self.model})
-        partial_meta.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        os.replace(partial_embeddings, out / EMBEDDINGS_FILE)
-        os.replace(partial_meta, out / INDEX_FILE)
+
+    def save(self, out_dir: str | os.PathLike) -> None:
+        """Write the index into ``out_dir`` (created if needed), atomically: ``embeddings.safetensors``
+        holds all of it and is committed by one rename; the ``index.json`` copy is written after it.
+
+        A crash leaves either the previous index or this one (and perhaps a stale ``index.json`` or
+        ``*.tmp`` files, which :meth:`load` ignores and the next save replaces). Two processes must not
+        save into one folder at once: ``gadms index`` holds :data:`LOCK_FILE` for that.
+        """
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = self._metadata()
+        paths = json.dumps(self.paths).encode("utf-8")  # ASCII: any file name (even undecodable) survives
+        tensors = {
+            "embeddings": self.embeddings.detach().to("cpu", torch.float16).contiguous(),
+            "paths": torch.frombuffer(bytearray(paths), dtype=torch.uint8),
+        }
+        header = {"format": INDEX_FORMAT, "version": str(INDEX_VERSION), "index": json.dumps(meta)}
+        partial = out / (EMBEDDINGS_FILE + TMP_SUFFIX)
+        save_file(tensors, str(partial), metadata=header)
+        _fsync(partial)
+        os.replace(partial, out / EMBEDDINGS_FILE)  # the commit
+        _fsync(out)
+        copy = {**meta, "note": f"a copy of what {EMBEDDINGS_FILE} holds, which is what gadms reads",
+                "paths": self.paths}  # fmt: skip
+        _write_atomic(out / INDEX_FILE, (json.dumps(copy, indent=1) + "\n").encode("utf-8"))
 
     @classmethod
     def load(cls, index_dir: str | os.PathLike) -> GalleryIndex:
-        """Read an index folder written by :meth:`save`."""
+        """Read an index folder written by :meth:`save` (version 2), or by an older gadms (version 1).
+
+        Whatever an interrupted save left there, this reads the last committed index: version 2 from
+        ``embeddings.safetensors`` alone; version 1 from it and ``index.json``, or ``index.json.tmp`` when
+        the save was cut between its two renames (``embeddings.safetensors.tmp`` gone, the metadata not yet
+        renamed).
+
+        Raises:
+            FileNotFoundError: no ``embeddings.safetensors`` in ``index_dir``.
+            ValueError: not a GA-DMS index, or a newer version than this gadms reads.
+            DamagedIndexError: (a ``ValueError``) the files are unreadable or do not fit together.
+        """
         folder = Path(index_dir)
-        meta_path, tensor_path = folder / INDEX_FILE, folder / EMBEDDINGS_FILE
-        if not meta_path.is_file() or not tensor_path.is_file():
+        tensor_path = folder / EMBEDDINGS_FILE
+        if not tensor_path.is_file():
             raise FileNotFoundError(
-                f"no index at {folder} (expected {INDEX_FILE} and {EMBEDDINGS_FILE}; "
-                "build one with `gadms index`)"
+                f"no index at {folder} (expected {EMBEDDINGS_FILE}; build one with `gadms index`)"
             )
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") != INDEX_FORMAT:
-            raise ValueError(f"{meta_path} is not a GA-DMS gallery index (format {meta.get('format')!r})")
-        if meta.get("version", 0) > INDEX_VERSION:
-            raise ValueError(
-                f"{meta_path} has index version {meta['version']}; this gadms reads up to {INDEX_VERSION}"
+        try:
+            with safe_open(str(tensor_path), framework="pt") as handle:  # one open: one committed file
+                header = handle.metadata() or {}
+                if header.get("format") != INDEX_FORMAT:
+                    raise ValueError(
+                        f"{tensor_path} is not a GA-DMS gallery index (format {header.get('format')!r})"
+                    )
+                embeddings = handle.get_tensor("embeddings")
+                if "index" not in header:  # version 1: the metadata is in index.json
+                    return cls._load_version_1(folder, embeddings, header)
+                meta = json.loads(header["index"])
+                if not isinstance(meta, dict):
+                    raise KeyError("index")
+                _check_version(meta, tensor_path)
+                paths = json.loads(bytes(handle.get_tensor("paths").numpy()).decode("utf-8"))
+        except (SafetensorError, UnicodeDecodeError, json.JSONDecodeError, KeyError) as err:
+            raise DamagedIndexError(
+                f"{tensor_path} is unreadable ({type(err).__name__}: {err}); rebuild it with `gadms index`"
+            ) from None
+        if not (len(paths) == meta.get("count") == len(embeddings)):
+            raise DamagedIndexError(
+                f"{tensor_path} holds {len(embeddings)} rows, {len(paths)} paths and count "
+                f"{meta.get('count')}; rebuild it with `gadms index`"
             )
-        embeddings = load_file(str(tensor_path))["embeddings"]
-        return cls(embeddings=embeddings, paths=list(meta["paths"]), root=meta["root"], model=meta["model"])
+        return cls(embeddings=embeddings, paths=paths, root=meta["root"], model=meta["model"])
+
+    @classmethod
+    def _load_version_1(cls, folder: Path, embeddings: torch.Tensor, header: dict[str, str]) -> GalleryIndex:
+        """A version 1 index: ``embeddings`` from ``embeddings.safetensors``, the rest from ``index.json``.
+
+        Its save wrote ``embeddings.safetensors.tmp`` and ``index.json.tmp``, then renamed them in that
+        order: with the first still there, nothing was renamed (``index.json`` belongs to the embeddings);
+        with only the second, the embeddings were renamed and the metadata was not (``index.json.tmp``
+        belongs to them).
+        """
+        meta_path = folder / INDEX_FILE
+        partial_meta = folder / (INDEX_FILE + TMP_SUFFIX)
+        if not (folder / (EMBEDDINGS_FILE + TMP_SUFFIX)).exists() and partial_meta.is_file():
+            meta_path = partial_meta
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise DamagedIndexError(
+                f"{folder} holds a version 1 index whose {meta_path.name} is missing or unreadable ({err}); "
+                "rebuild it with `gadms index`"
+            ) from None
+        if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
+            raise ValueError(f"{meta_path} is not a GA-DMS gallery index")
+        _check_version(meta, meta_path)
+        paths = meta.get("paths")
+        same_model = "model" not in header or meta.get("model") == header["model"]
+        if not isinstance(paths, list) or len(paths) != len(embeddings) or not same_model:
+            raise DamagedIndexError(
+                f"{meta_path} does not describe {folder / EMBEDDINGS_FILE} ({len(embeddings)} rows; a save "
+                "was interrupted?); rebuild the index with `gadms index`"
+            )
+        return cls(embeddings=embeddings, paths=list(paths), root=meta["root"], model=meta["model"])
 
     def search(
         self, queries: torch.Tensor, k: int = 10, backend: str = "auto"

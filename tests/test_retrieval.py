@@ -3,6 +3,7 @@
 import contextlib
 import importlib.util
 import io
+import json
 import os
 import shutil
 import sys
@@ -12,13 +13,25 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 from PIL import Image
+from safetensors.torch import save_file
 
 import retrieval.index
 import retrieval.search
 from retrieval.cli import main
 from retrieval.explain import TokenScores, explain, render_html, render_terminal, save_png
-from retrieval.index import SKIPPED_FILE, GalleryIndex, find_images
+from retrieval.index import (
+    EMBEDDINGS_FILE,
+    INDEX_FILE,
+    LOCK_FILE,
+    SKIPPED_FILE,
+    DamagedIndexError,
+    GalleryIndex,
+    find_images,
+    read_skipped,
+    write_skipped,
+)
 from retrieval.search import (
     CANDIDATE_EXTRA,
     build_faiss_index,
@@ -99,7 +112,8 @@ def test_index_skips_corrupt_file_and_matches_reference(built_index, images_dir,
     index = GalleryIndex.load(out)
     assert len(index) == 12 and "broken.jpg" not in index.paths
     assert "broken.jpg" in stdout and "skipped 1" in stdout
-    assert (out / SKIPPED_FILE).read_text().startswith("broken.jpg\t")
+    [(path, reason)] = read_skipped(out / SKIPPED_FILE)
+    assert path == "broken.jpg" and reason
     assert index.root == str(images_dir.resolve()) and index.paths == sorted(index.paths)
     assert index.embeddings.dtype == torch.float16
     reference = _reference_embeddings(*model_and_processor, [index.image_path(i) for i in range(len(index))])
@@ -115,8 +129,8 @@ def test_update_embeds_only_new_files_and_drops_vanished(
     out = tmp_path / "idx"
     shutil.copytree(built_index[0], out)
     before = GalleryIndex.load(out)
-    index_json = (out / "index.json").read_text().replace(str(images_dir.resolve()), str(images.resolve()))
-    (out / "index.json").write_text(index_json)  # the copied index now points at the copied folder
+    before.root = str(images.resolve())
+    before.save(out)  # the copied index now points at the copied folder
     (images / "p01.png").unlink()
     _write_image(images / "new" / "n1.jpg", 101)
     _write_image(images / "n2.png", 102)
@@ -161,6 +175,144 @@ def test_missing_images_dir_is_named(tiny_gadms_dir, tmp_path, capsys):
     assert f"images folder not found: {missing}" in capsys.readouterr().err
     assert main(["search", str(tmp_path / "nothing"), "a man"]) == 1
     assert "no index at" in capsys.readouterr().err
+
+
+def _random_index(count, seed, dim=32):
+    rows = F.normalize(torch.randn(count, dim, generator=torch.Generator().manual_seed(seed)), dim=-1)
+    return GalleryIndex(rows.half(), [f"s{seed}/{i:03d}.jpg" for i in range(count)], f"/images{seed}", "m")
+
+
+def _same(a, b):
+    same_rows = torch.equal(a.embeddings, b.embeddings)
+    return same_rows and (a.paths, a.root, a.model) == (b.paths, b.root, b.model)
+
+
+def _crash_at_rename(monkeypatch, number):
+    """Make the ``number``-th ``os.replace`` from now on raise, as a crash there would stop the save."""
+    calls, real = [], os.replace
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == number:
+            raise OSError("simulated crash")
+        return real(src, dst)
+
+    monkeypatch.setattr(retrieval.index.os, "replace", replace)
+
+
+@pytest.mark.parametrize("crash_at", [1, 2])
+def test_an_interrupted_save_leaves_one_whole_index(tmp_path, monkeypatch, crash_at):
+    """A crash at any rename of a save leaves the old index or the new one, never a mix of the two
+    (before: the embeddings of one with the paths of the other, which every command rejected)."""
+    old, new = _random_index(40, seed=1), _random_index(80, seed=2)
+    old.save(tmp_path)
+    _crash_at_rename(monkeypatch, crash_at)
+    with pytest.raises(OSError, match="simulated crash"):
+        new.save(tmp_path)
+    monkeypatch.undo()
+    loaded = GalleryIndex.load(tmp_path)
+    assert _same(loaded, old if crash_at == 1 else new)
+    new.save(tmp_path)  # the next save replaces what the crash left
+    assert _same(GalleryIndex.load(tmp_path), new)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [EMBEDDINGS_FILE, INDEX_FILE]
+    assert json.loads((tmp_path / INDEX_FILE).read_text())["paths"] == new.paths  # the readable copy
+
+
+def _save_version_1(folder, index, crash=None):
+    """What gadms wrote up to index version 1: two files, two renames (``crash``: stop before the
+    ``"first"`` or the ``"second"`` rename)."""
+    meta = {"format": "gadms-gallery-index", "version": 1, "model": index.model, "root": index.root,
+            "count": len(index), "dim": index.dim, "paths": index.paths}  # fmt: skip
+    partial_embeddings, partial_meta = folder / (EMBEDDINGS_FILE + ".tmp"), folder / (INDEX_FILE + ".tmp")
+    save_file({"embeddings": index.embeddings}, str(partial_embeddings), metadata={"format": meta["format"],
+              "model": index.model})  # fmt: skip
+    partial_meta.write_text(json.dumps(meta, indent=1) + "\n")
+    if crash != "first":
+        os.replace(partial_embeddings, folder / EMBEDDINGS_FILE)
+        if crash != "second":
+            os.replace(partial_meta, folder / INDEX_FILE)
+
+
+def test_load_reads_version_1_indexes_and_their_interrupted_saves(tmp_path):
+    old, new = _random_index(40, seed=1), _random_index(80, seed=2)
+    _save_version_1(tmp_path, old)
+    assert _same(GalleryIndex.load(tmp_path), old)
+    _save_version_1(tmp_path, new, crash="first")  # nothing renamed: still the old index
+    assert _same(GalleryIndex.load(tmp_path), old)
+    _save_version_1(tmp_path, new, crash="second")  # new embeddings, old index.json: the new index.json.tmp
+    assert _same(GalleryIndex.load(tmp_path), new)
+    (tmp_path / (INDEX_FILE + ".tmp")).unlink()  # nothing left to pair the 80 rows with: damaged, said so
+    with pytest.raises(DamagedIndexError, match="rebuild the index with `gadms index`"):
+        GalleryIndex.load(tmp_path)
+
+
+def test_update_recovers_from_an_interrupted_save(
+    tiny_gadms_dir, images_dir, built_index, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "idx"
+    shutil.copytree(built_index[0], out)
+    full = GalleryIndex.load(out)
+    cut = GalleryIndex(full.embeddings[:5], full.paths[:5], full.root, full.model)
+    _crash_at_rename(monkeypatch, 2)  # an update cut short after its first rename
+    with pytest.raises(OSError, match="simulated crash"):
+        cut.save(out)
+    monkeypatch.undo()
+    assert len(GalleryIndex.load(out)) == 5 and len(json.loads((out / INDEX_FILE).read_text())["paths"]) == 12
+    args = ["--model", str(tiny_gadms_dir), "--images", str(images_dir), "--out", str(out), "--update"]
+    assert main(["index", *args, "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"recovering {out} from an interrupted save" in printed
+    assert "index.json.tmp" in printed and "index.json does not describe" in printed
+    assert "7 new, 5 kept, 0 removed" in printed
+    after = GalleryIndex.load(out)
+    assert after.paths == full.paths and torch.equal(after.embeddings[:5], full.embeddings[:5])
+    torch.testing.assert_close(after.embeddings.float(), full.embeddings.float(), atol=2e-3, rtol=0)
+    assert json.loads((out / INDEX_FILE).read_text())["paths"] == full.paths
+    assert not list(out.glob("*.tmp"))
+    assert main(["index", *args, "--no-progress"]) == 0  # now whole: a plain update
+    assert "recovering" not in capsys.readouterr().out
+
+
+def test_index_refuses_a_folder_another_run_is_writing(
+    tiny_gadms_dir, images_dir, built_index, tmp_path, capsys
+):
+    out = tmp_path / "idx"
+    shutil.copytree(built_index[0], out)
+    (out / EMBEDDINGS_FILE).unlink()  # whatever runs would write a new index here
+
+    def files():
+        return {p.name: p.read_bytes() for p in out.iterdir() if p.name != LOCK_FILE}
+
+    before = files()
+    args = ["index", "--model", str(tiny_gadms_dir), "--images", str(images_dir), "--out", str(out)]
+    with FileLock(out / LOCK_FILE):  # another `gadms index` at work
+        for update in ([], ["--update"]):
+            assert main([*args, *update, "--no-progress"]) == 2
+            err = capsys.readouterr().err
+            assert f"another `gadms index` is writing {out} (it holds the lock {out / LOCK_FILE})" in err
+            assert files() == before
+    assert main([*args, "--no-progress"]) == 0  # released: the next run goes ahead
+    assert len(GalleryIndex.load(out)) == 12
+
+
+def test_skipped_list_keeps_file_names_with_newlines(tiny_gadms_dir, tmp_path, capsys):
+    images = tmp_path / "images"
+    _write_image(images / "ok.jpg", 1)
+    odd = ["bad\nname.jpg", "tab\there.png", 'quote".jpg', "plain.jpg"]
+    for name in odd:
+        (images / name).write_bytes(b"not an image" * 10)
+    out = tmp_path / "idx"
+    out.mkdir()
+    (out / "skipped.txt").write_text("stale.jpg\tfrom an older gadms\n")
+    args = ["--model", str(tiny_gadms_dir), "--images", str(images), "--out", str(out), "--no-progress"]
+    assert main(["index", *args]) == 0
+    rows = [json.loads(line) for line in (out / SKIPPED_FILE).read_text(encoding="utf-8").split("\n") if line]
+    assert sorted(row["path"] for row in rows) == sorted(odd) and all(row["reason"] for row in rows)
+    assert read_skipped(out / SKIPPED_FILE) == [(row["path"], row["reason"]) for row in rows]
+    assert not (out / "skipped.txt").exists()  # the old list is out of date: removed
+    assert json.dumps("bad\nname.jpg") in capsys.readouterr().out  # printed on one line
+    write_skipped(out / SKIPPED_FILE, [])
+    assert read_skipped(out / SKIPPED_FILE) == [] and (out / SKIPPED_FILE).read_bytes() == b""
 
 
 @needs_faiss

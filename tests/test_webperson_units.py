@@ -445,3 +445,60 @@ def test_pose_properties(values, visibility):
     assert visible == sum(flags)
     ok = visible >= 8 and sum(flags[11:13]) >= 1 and sum(flags[0:5]) >= 2
     assert (reason is None) == ok
+
+
+# ----- folder source: links and unreadable entries -------------------------------------------------
+def test_folder_source_records_symlink_loops_and_unreadable_entries(tmp_path, monkeypatch):
+    """Nothing under the source folder is dropped without a record: links that loop, folders that cannot
+    be listed and broken links come into the reject log with a reason; links to folders elsewhere are
+    followed (before: files behind any link to a folder vanished, and so did the loops)."""
+    import os
+
+    from dataset_builders.webperson.ingest import ingest
+    from dataset_builders.webperson.shards import StageStore
+    from dataset_builders.webperson.sources import folder_source
+
+    pool, elsewhere = tmp_path / "pool", tmp_path / "elsewhere"
+    for index, path in enumerate(
+        [pool / "a.jpg", pool / "cam1" / "b.jpg", pool / "locked" / "c.jpg", elsewhere / "d.png"]
+    ):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        color = (40 * index, 200 - 40 * index, 90)
+        fmt = "PNG" if path.suffix == ".png" else "JPEG"
+        path.write_bytes(_bytes(Image.new("RGB", (100, 200), color), fmt))
+    (pool / "cam1" / "back").symlink_to("../cam1")  # a loop: cam1/back/back/...
+    (pool / "self").symlink_to(pool)  # a loop to the source folder itself
+    (pool / "ping").symlink_to("pong")  # two links naming each other: ELOOP
+    (pool / "pong").symlink_to("ping")
+    (pool / "gone.jpg").symlink_to("no_such_file.jpg")  # a broken link
+    (pool / "notes.txt").symlink_to("no_such_file.txt")  # not an image: nothing to record
+    (pool / "more").symlink_to(elsewhere)  # a folder elsewhere: followed
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if os.path.basename(path) == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)  # (chmod 000 does not stop root)
+    keys = [item.key for item in folder_source(pool)]
+    assert keys == [
+        "a.jpg", "cam1/b.jpg", "cam1/back", "gone.jpg", "locked", "more/d.png", "ping", "pong", "self"
+    ]  # fmt: skip
+    manifest = ingest(folder_source(pool), tmp_path / "work", shard_size=4, workers=1, progress=False)
+    assert manifest["kept"] == 3
+    assert manifest["rejected"] == {"symlink_loop": 4, "unreadable": 2}
+    store = StageStore(tmp_path / "work", "ingest")
+    rejects = {r["id"]: r for name in store.done_names() for r in store.rejections(name)}
+    assert {key: r["reason"] for key, r in rejects.items()} == {
+        "cam1/back": "symlink_loop",
+        "self": "symlink_loop",
+        "ping": "symlink_loop",
+        "pong": "symlink_loop",
+        "gone.jpg": "unreadable",
+        "locked": "unreadable",
+    }
+    assert "leads back to the source folder" in rejects["self"]["detail"]
+    assert "leads back to cam1" in rejects["cam1/back"]["detail"]
+    assert "broken link -> no_such_file.jpg" in rejects["gone.jpg"]["detail"]
+    assert "cannot be listed" in rejects["locked"]["detail"]

@@ -8,6 +8,11 @@ later stage decodes them with :func:`images.decode_rgb`.
 By default an image is checked from its header (:func:`images.probe_image`: empty, not an image, too
 large, too small) and decoded once, by the detect stage, which records truncated pixel data there;
 ``verify=True`` (``--verify``) decodes every image here already (about twice the decoding work).
+
+A source item whose bytes cannot be had is rejected with its source's reason: ``download_failed``
+(URL lists), ``unreadable`` (a file, tar or row that cannot be read; in a folder also one that cannot be
+listed, a broken link), ``symlink_loop`` (a folder source's link that loops or leads back to a folder it
+lies in: :func:`sources.folder_source`), so nothing under a source is dropped without a record.
 """
 
 from __future__ import annotations

@@ -9,7 +9,10 @@ for short lists and tests.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 import tarfile
 import threading
 import time
@@ -72,14 +75,85 @@ def _read_file(path: Path) -> Callable[[], bytes]:
     return load
 
 
+def _walk_folder(root: Path) -> Iterator[tuple[tuple[str, ...], SourceItem]]:
+    """``(relative parts, item)`` for the image files under ``root``, and a failing item for each entry
+    that hides files or cannot be read, so that nothing is dropped without a record:
+
+    - ``symlink_loop``: a link (to a folder) that leads back to a folder it lies in, or a link that
+      cannot be resolved because it loops (ELOOP);
+    - ``unreadable``: a folder that cannot be listed, a broken link or a special file with an image
+      extension, a folder or link that cannot be examined.
+
+    Links to folders elsewhere are followed (their files are read once per path that reaches them;
+    the ingest stage drops the second copy as ``duplicate``)."""
+
+    def record(parts: tuple[str, ...], reason: str, detail: str) -> tuple[tuple[str, ...], SourceItem]:
+        key = "/".join(parts)
+        return parts, SourceItem(key, "", _failing(reason, f"{key}: {detail}"))
+
+    def target(path: Path) -> str:
+        try:
+            return f" -> {os.readlink(path)}"
+        except OSError:
+            return ""
+
+    def visit(
+        folder: Path, parts: tuple[str, ...], ancestors: dict[tuple[int, int], str]
+    ) -> Iterator[tuple[tuple[str, ...], SourceItem]]:
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as error:
+            if not parts:
+                raise
+            yield record(parts, "unreadable", f"folder cannot be listed: {error.strerror or error}")
+            return
+        for entry in entries:
+            path, here = Path(entry.path), (*parts, entry.name)
+            is_image = Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS
+            try:
+                if entry.is_symlink():
+                    info = os.stat(path)  # follows the link
+                elif entry.is_dir(follow_symlinks=False):
+                    info = entry.stat(follow_symlinks=False)
+                else:
+                    if entry.is_file(follow_symlinks=False) and is_image:
+                        yield here, SourceItem("/".join(here), "", _read_file(path))
+                    elif is_image:
+                        yield record(here, "unreadable", "not a regular file")
+                    continue
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    yield record(here, "symlink_loop", f"the link loops{target(path)}")
+                elif is_image or not isinstance(error, FileNotFoundError):
+                    what = "broken link" if isinstance(error, FileNotFoundError) else "cannot be examined"
+                    yield record(here, "unreadable", f"{what}{target(path)}: {error.strerror or error}")
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                identity = (info.st_dev, info.st_ino)
+                if identity in ancestors:
+                    inside = ancestors[identity] or "the source folder"
+                    yield record(here, "symlink_loop", f"leads back to {inside}{target(path)}")
+                else:
+                    yield from visit(path, here, {**ancestors, identity: "/".join(here)})
+            elif stat.S_ISREG(info.st_mode) and is_image:
+                yield here, SourceItem("/".join(here), "", _read_file(path))
+            elif is_image:
+                yield record(here, "unreadable", f"not a regular file{target(path)}")
+
+    info = root.stat()
+    yield from visit(root, (), {(info.st_dev, info.st_ino): ""})
+
+
 def folder_source(folder: str | Path) -> Iterator[SourceItem]:
-    """Image files under ``folder`` (recursively, by extension), sorted by relative path."""
+    """Image files under ``folder`` (recursively, by extension, following links to folders), sorted by
+    relative path. What cannot be listed or read comes as items that fail when loaded (reasons
+    ``symlink_loop``, ``unreadable``: see :func:`_walk_folder`), so the ingest stage records them."""
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    for path in paths:
-        yield SourceItem(path.relative_to(root).as_posix(), "", _read_file(path))
+    for _, item in sorted(_walk_folder(root), key=lambda found: found[0]):  # path order, by components
+        yield item
 
 
 def _expand(patterns: Sequence[str | Path], suffixes: tuple[str, ...]) -> list[Path]:
