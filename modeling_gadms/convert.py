@@ -442,6 +442,29 @@ def save_converted(model: GADMSModel, tokenizer, output_dir: str | Path) -> Path
     return output_dir
 
 
+def convert_pickled_directory(input_dir: str | Path, output_dir: str | Path) -> Path:
+    """Rewrite a GA-DMS model folder saved with pickled weights (`pytorch_model.bin`) as safetensors.
+
+    The weights are read with `torch.load(weights_only=True)` (tensors only: no code in the file runs); the
+    config, processor and code are saved with them into `output_dir`.
+    """
+    from transformers import AutoProcessor
+
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"model folder not found: {input_dir}")
+    if Path(output_dir).resolve() == input_dir.resolve():
+        raise ConversionError("write the converted model to a new folder, not over the pickled one")
+    model = GADMSModel.from_pretrained(input_dir, use_safetensors=False)
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    try:
+        AutoProcessor.from_pretrained(input_dir).save_pretrained(output_dir)
+    except (OSError, ValueError) as error:
+        raise ConversionError(f"{input_dir} has no loadable processor ({error}); the weights are in {output_dir}")
+    return output_dir
+
+
 def _parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m modeling_gadms.convert",
@@ -480,14 +503,21 @@ def _parse_args(argv=None) -> argparse.Namespace:
     state_dict_options(released)
     released.add_argument("--decoder-heads", type=int, help="MTP decoder attention heads (default: width / 64)")
     released.set_defaults(preset="released")
+
+    pickled = sub.add_parser("bin", help="a GA-DMS model folder saved with pickled weights (pytorch_model.bin)")
+    pickled.add_argument("model_dir", help="folder with config.json and pytorch_model.bin")
+    pickled.add_argument("output_dir", help="new folder for the safetensors copy")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     """Command-line entry point."""
     args = _parse_args(argv)
-    preset = PRESETS[args.preset]
     try:
+        if args.source == "bin":
+            print(f"saved GA-DMS model to {convert_pickled_directory(args.model_dir, args.output_dir)}")
+            return 0
+        preset = PRESETS[args.preset]
         if args.source == "clip":
             clip = CLIPModel.from_pretrained(args.clip_dir)
             model = convert_clip_model(clip, image_size=tuple(args.image_size), **preset)

@@ -181,6 +181,23 @@ class GADMSOutput(ModelOutput):
         )
 
 
+def _only_pickled_weights(name_or_path, kwargs) -> bool:
+    """Whether a model folder, or a hub repository in the local cache, has `pytorch_model.bin` weights and no
+    safetensors ones."""
+    from transformers.utils import cached_file
+
+    def has(filename: str) -> bool:
+        try:
+            return cached_file(name_or_path, filename, subfolder=kwargs.get("subfolder", ""),
+                               local_files_only=True, revision=kwargs.get("revision"),
+                               _raise_exceptions_for_missing_entries=False) is not None
+        except OSError:
+            return False
+
+    pickles = has("pytorch_model.bin") or has("pytorch_model.bin.index.json")
+    return pickles and not (has("model.safetensors") or has("model.safetensors.index.json"))
+
+
 class GADMSPreTrainedModel(_LibraryInitMixin, CLIPPreTrainedModel):
     """Weight initialisation and loading for GA-DMS models (CLIP's initialisation for the CLIP towers)."""
 
@@ -188,6 +205,28 @@ class GADMSPreTrainedModel(_LibraryInitMixin, CLIPPreTrainedModel):
     config_class = GADMSConfig
     base_model_prefix = "gadms"
     _no_split_modules = ["CLIPTextEmbeddings", "CLIPEncoderLayer", "GADMSVisionEmbeddings"]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, use_safetensors: bool | None = True,
+                        **kwargs):
+        """`PreTrainedModel.from_pretrained` that reads safetensors weights only (`use_safetensors=True`).
+
+        A folder or repository holding only pickled weights (`pytorch_model.bin`) is refused with the command
+        that converts it (`python -m modeling_gadms.convert bin`); pass `use_safetensors=False` to accept
+        pickles anyway (transformers then reads them with `torch.load(weights_only=True)`).
+        """
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args,
+                                           use_safetensors=use_safetensors, **kwargs)
+        except OSError as error:
+            if use_safetensors and _only_pickled_weights(pretrained_model_name_or_path, kwargs):
+                raise OSError(
+                    f"{pretrained_model_name_or_path} holds pickled weights (pytorch_model.bin) but no safetensors: "
+                    "GA-DMS models load safetensors only. Convert it once with "
+                    f"`python -m modeling_gadms.convert bin {pretrained_model_name_or_path} NEW_DIR`, "
+                    "or pass use_safetensors=False if you trust the file"
+                ) from error
+            raise
 
     def _init_weights(self, module):
         super()._init_weights(module)

@@ -18,7 +18,10 @@ def build_parser(description: str, default_config: str) -> argparse.ArgumentPars
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, value parsed as YAML (repeatable), e.g. --set learning_rate=1e-4")
     parser.add_argument("--output-dir", help="where checkpoints, logs and the saved models go")
-    parser.add_argument("--resume", metavar="latest|PATH", help="continue from the newest checkpoint or a given one")
+    parser.add_argument("--resume", metavar="latest|PATH",
+                        help="continue from the newest checkpoint or a given one (its optimizer, RNG and counter "
+                             "states are pickles that accelerate loads with weights_only=False: resume only from "
+                             "checkpoint folders you trust, such as your own runs)")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     parser.add_argument("--lora", action="store_true", default=None, help="train LoRA adapters (peft) instead of all weights")
     parser.add_argument("--merge-lora", action="store_true", default=None, help="also export a merged model directory")

@@ -6,6 +6,7 @@ The effective configuration is written next to the checkpoints (`<output_dir>/tr
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -103,12 +104,78 @@ class TrainingConfig:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if len(self.image_size) != 2:
             raise ValueError(f"image_size must be [height, width], got {self.image_size}")
+        self.model_overrides = check_model_overrides(self.model_overrides)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+#: Sub-configurations of the GA-DMS config that `model_overrides` may reach into with dotted keys.
+SUB_CONFIGS = ("text_config", "vision_config")
+
+
+def _nearest(key: str, valid) -> str:
+    close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def model_config_keys() -> dict[str, set[str]]:
+    """The keys `model_overrides` accepts: the GA-DMS config's fields (`""`) and those of its text and vision
+    towers (`"text_config"`, `"vision_config"`), minus the bookkeeping fields transformers fills in itself."""
+    from transformers import CLIPTextConfig, CLIPVisionConfig
+
+    from modeling_gadms.configuration_gadms import GADMSConfig
+
+    internal = {"transformers_version", "architectures"}
+    names = {
+        "": GADMSConfig,
+        "text_config": CLIPTextConfig,
+        "vision_config": CLIPVisionConfig,
+    }
+    return {key: {f.name for f in fields(cls)} - internal for key, cls in names.items()}
+
+
+def check_model_overrides(overrides: dict | None) -> dict:
+    """Validate `model_overrides` and turn dotted keys into nested ones.
+
+    `{"vision_config.patch_size": 8}` becomes `{"vision_config": {"patch_size": 8}}` (merged with any
+    `vision_config` dict given); every key must be a field of the GA-DMS config or of its text / vision tower.
+
+    Raises:
+        ValueError: naming the unknown key and the nearest valid one.
+    """
+    if not overrides:
+        return {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f"model_overrides must be a mapping of model config keys to values, got {overrides!r}")
+    valid = model_config_keys()
+    checked: dict[str, Any] = {}
+    for key, value in overrides.items():
+        key = str(key)
+        head, _, rest = key.partition(".")
+        if rest:
+            if head not in SUB_CONFIGS:
+                raise ValueError(f"model_overrides: {key!r} is not a key of the model config: only "
+                                 f"{' and '.join(SUB_CONFIGS)} take dotted keys{_nearest(head, SUB_CONFIGS)}")
+            value = {rest: value}
+        elif head in SUB_CONFIGS and not isinstance(value, dict):
+            raise ValueError(f"model_overrides: {head} takes a mapping of its keys (or dotted keys such as "
+                             f"{head}.hidden_size), got {value!r}")
+        if head in SUB_CONFIGS:
+            for sub_key in value:
+                if sub_key not in valid[head]:
+                    hint = _nearest(sub_key, valid[head]).replace("'", f"'{head}.", 1)
+                    raise ValueError(f"model_overrides: unknown {head} key {f'{head}.{sub_key}'!r}{hint}")
+            checked[head] = {**checked.get(head, {}), **value}
+        elif head not in valid[""]:
+            raise ValueError(f"model_overrides: unknown model config key {head!r}"
+                             f"{_nearest(head, valid[''] | set(SUB_CONFIGS))}")
+        else:
+            checked[head] = value
+    return checked
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -125,6 +192,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     Unknown keys raise a `ValueError` that names them and the file.
     """
     data: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -133,19 +201,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a training config must be a YAML mapping")
         data.update(loaded)
+        sources.update({str(key): f"in {path}" for key in loaded})
     for item in overrides or []:
         key, value = parse_override(item)
         if key.startswith("model_overrides."):
-            data.setdefault("model_overrides", {})[key.split(".", 1)[1]] = value
+            data["model_overrides"] = {**(data.get("model_overrides") or {}), key.split(".", 1)[1]: value}
         else:
             data[key] = value
+            sources[key] = "given with --set"
     data.update({k: v for k, v in values.items() if v is not None})
     known = {f.name for f in fields(TrainingConfig)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known, key=str)
     if unknown:
-        source = f" in {path}" if path else ""
-        raise ValueError(f"unknown training config keys{source}: {unknown}")
+        clauses = []
+        for source in dict.fromkeys(sources.get(str(key), "given") for key in unknown):
+            keys = [key for key in unknown if sources.get(str(key), "given") == source]
+            hints = "".join(_nearest(str(key), known) for key in keys)
+            clauses.append(f"unknown training config keys {source}: {keys}{hints}")
+        raise ValueError("; ".join(clauses))
     return TrainingConfig(**data)
 
 
-__all__ = ["TrainingConfig", "load_config", "parse_override"]
+__all__ = ["TrainingConfig", "check_model_overrides", "load_config", "model_config_keys", "parse_override"]

@@ -18,7 +18,7 @@ if __package__ in (None, ""):
 
 from training.cli import build_parser, parse, run  # noqa: E402
 from training.data import CaptionSamples, transform_for  # noqa: E402
-from training.trainer import Trainer, build_model  # noqa: E402
+from training.trainer import Trainer, TrainingSetupError, build_model  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -38,7 +38,10 @@ def main(argv=None) -> dict:
     model, processor = build_model(config, captions=captions, num_identities=max(samples.identities) + 1)
     eval_split = evaluation_view(splits["validation"]) if config.eval_split and "validation" in splits else None
     test_split = evaluation_view(splits["test"]) if config.test_split and "test" in splits else None
-    trainer = Trainer(config, model, processor, samples, eval_split=eval_split, test_split=test_split)
+    try:
+        trainer = Trainer(config, model, processor, samples, eval_split=eval_split, test_split=test_split)
+    except TrainingSetupError as error:
+        parser.error(str(error))
     return run(trainer, args.resume)
 
 

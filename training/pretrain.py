@@ -16,7 +16,7 @@ if __package__ in (None, ""):  # `python training/pretrain.py` / `accelerate lau
 
 from training.cli import build_parser, parse, run  # noqa: E402
 from training.data import CaptionSamples, load_training_table, transform_for  # noqa: E402
-from training.trainer import Trainer, build_model  # noqa: E402
+from training.trainer import Trainer, TrainingSetupError, build_model  # noqa: E402
 from training.validation import webperson_view  # noqa: E402
 
 
@@ -49,8 +49,11 @@ def main(argv=None) -> dict:
     samples = CaptionSamples(table, transform_for(config), seed=config.seed)
     captions = list(table["caption1"]) + list(table["caption2"]) if config.model == "tiny" else None
     model, processor = build_model(config, captions=captions)
-    trainer = Trainer(config, model, processor, samples, eval_split=retrieval_split(config, config.eval_split),
-                      test_split=retrieval_split(config, config.test_split))
+    try:
+        trainer = Trainer(config, model, processor, samples, eval_split=retrieval_split(config, config.eval_split),
+                          test_split=retrieval_split(config, config.test_split))
+    except TrainingSetupError as error:
+        parser.error(str(error))
     return run(trainer, args.resume)
 
 

@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
+class TrainingSetupError(ValueError):
+    """A run that cannot train as configured (found before any step); the scripts print it as one line."""
+
+
 @dataclass
 class TrainState:
     """Counters saved with every checkpoint."""
@@ -50,17 +54,27 @@ class TrainState:
         self.__dict__.update(state)
 
 
-class GeneratorState:
-    """A `torch.Generator` (the masks' random stream) that checkpoints with the training state."""
+class MaskStream:
+    """The masks' random stream: a `torch.Generator` reseeded before every forward pass from (seed, process,
+    optimizer step, micro-batch), so the masks of a step are the same in an uninterrupted run, in a resumed one
+    (whatever checkpoint it resumed from) and on every process count's own rank, with no state to checkpoint."""
 
-    def __init__(self, seed: int):
-        self.generator = torch.Generator().manual_seed(seed)
+    def __init__(self, seed: int, process_index: int = 0):
+        self.seed, self.process_index = seed, process_index
+        self.generator = torch.Generator()
 
+    def for_step(self, step: int, micro_batch: int = 0) -> torch.Generator:
+        """The generator, seeded for micro-batch `micro_batch` of optimizer step `step`."""
+        key = f"masks:{self.seed}:{self.process_index}:{step}:{micro_batch}".encode()
+        return self.generator.manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1)
+
+    # registered for checkpointing only to keep the checkpoint layout (custom_checkpoint_1.pkl) of earlier
+    # versions, whose checkpoints held a generator state here: nothing needs restoring
     def state_dict(self) -> dict:
-        return {"state": self.generator.get_state()}
+        return {"seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["state"])
+        pass
 
 
 def warmup_cosine(config: TrainingConfig, steps_per_epoch: int):
@@ -92,7 +106,7 @@ def words_of(captions) -> list[str]:
 def build_model(config: TrainingConfig, captions=None, num_identities: int = 0):
     """The model and processor a run starts from: `config.model` (a directory or hub id) or a fresh tiny one."""
     import modeling_gadms  # noqa: F401  (registers the Auto classes)
-    from transformers import AutoModel, AutoProcessor
+    from transformers import AutoConfig, AutoModel, AutoProcessor
 
     height, width = config.image_size
     if config.model == "tiny":
@@ -108,7 +122,16 @@ def build_model(config: TrainingConfig, captions=None, num_identities: int = 0):
     overrides = dict(config.model_overrides)
     if num_identities:
         overrides["num_identities"] = num_identities
-    model = AutoModel.from_pretrained(config.model, **overrides)
+    model_config = AutoConfig.from_pretrained(config.model)
+    for key, value in overrides.items():
+        if isinstance(value, dict):  # a tower's keys (`vision_config.patch_size`), checked by the training config
+            for sub_key, sub_value in value.items():
+                setattr(getattr(model_config, key), sub_key, sub_value)
+        else:
+            setattr(model_config, key, value)
+    if hasattr(model_config, "_check"):
+        model_config._check()
+    model = AutoModel.from_pretrained(config.model, config=model_config, use_safetensors=True)
     processor = AutoProcessor.from_pretrained(config.model)
     if tuple(model.config.image_size) != (height, width):
         raise ValueError(
@@ -140,6 +163,15 @@ class Trainer:
             project_config=ProjectConfiguration(project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")),
         )
         set_seed(config.seed)
+        needed = config.batch_size * self.accelerator.num_processes * config.gradient_accumulation_steps
+        if len(train_samples) < needed:
+            raise TrainingSetupError(
+                f"batch_size {config.batch_size} x {self.accelerator.num_processes} process(es) x "
+                f"gradient_accumulation_steps {config.gradient_accumulation_steps} = {needed} samples a step, but "
+                f"the training data has {len(train_samples)} samples (one per caption): not one full step, "
+                f"nothing would be trained. Set batch_size to at most "
+                f"{len(train_samples) // (needed // config.batch_size)} or use more data"
+            )
         self.processor = processor
         self.train_samples = train_samples
         self.eval_split, self.test_split = eval_split, test_split
@@ -173,9 +205,9 @@ class Trainer:
         self.model, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
             model, optimizer, loader, scheduler
         )
-        # masks draw from their own stream (one per process), so nothing else that uses the global RNG (data-loader
-        # iterators, evaluation) can shift them, and a resumed run continues the same stream
-        self.masks = GeneratorState(config.seed * 1000 + self.accelerator.process_index)
+        # masks draw from their own stream, a function of (seed, process, step): nothing else that uses the global
+        # RNG (data-loader iterators, evaluation) can shift them, and a resumed run draws the same masks
+        self.masks = MaskStream(config.seed, self.accelerator.process_index)
         self.accelerator.register_for_checkpointing(self.state)
         self.accelerator.register_for_checkpointing(self.masks)
         if self.score_bank is not None:
@@ -237,7 +269,12 @@ class Trainer:
         return sorted(found)
 
     def resume(self, which: str) -> None:
-        """Restore the state of `which`: `"latest"` (the newest checkpoint of this output dir) or a path."""
+        """Restore the state of `which`: `"latest"` (the newest checkpoint of this output dir) or a path.
+
+        The checkpoint's optimizer, scheduler, RNG and counter states are pickles that accelerate unpickles
+        with `weights_only=False`, so loading one can run code: resume only from folders you trust (your own
+        runs). The model weights themselves are safetensors.
+        """
         if which == "latest":
             found = self._checkpoints()
             if not found:
@@ -250,6 +287,28 @@ class Trainer:
                 raise FileNotFoundError(f"checkpoint to resume from not found: {path}")
         self.accelerator.load_state(str(path))
         logger.info("resumed from %s (epoch %d, step %d)", path, self.state.epoch, self.state.global_step)
+        if self.accelerator.is_main_process:
+            self._truncate_log(self.state.global_step)
+        self.accelerator.wait_for_everyone()
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop the records of `log.jsonl` written after the checkpoint resumed from (the steps about to be
+        run again), so that the log holds each step once."""
+        if not self.log_file.is_file():
+            return
+        kept = []
+        for line in self.log_file.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # the half-written last line of a killed run
+                continue
+            logged = record.get("step", 0)
+            # a validation record at the checkpoint's own step belongs to it only if the epoch had ended there
+            if logged < step or (logged == step and ("loss" in record or self.state.step_in_epoch == 0)):
+                kept.append(line + "\n")
+        temporary = self.log_file.with_name(self.log_file.name + ".tmp")
+        temporary.write_text("".join(kept), encoding="utf-8")
+        temporary.replace(self.log_file)
 
     # -- logging ------------------------------------------------------------------------------------------
 
@@ -275,6 +334,17 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------------------
 
+    def set_epoch(self, epoch: int) -> None:
+        """Make the data of the next pass over the loader epoch `epoch`'s: sample order and augmentation.
+
+        Set on accelerate's prepared loader, not only on the sampler: the prepared loader calls
+        `set_epoch(its own counter)` on the sampler and data set each time it starts iterating, and that counter
+        starts at 0 in every new process, so a resumed run would otherwise replay epoch 0's order.
+        """
+        self.loader.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
+        self.train_samples.set_epoch(epoch)  # the prepared loader does not forward it with a sharded sampler
+
     def train(self) -> dict:
         """Train for `config.epochs` (or `max_steps`); evaluate on the validation split each epoch; keep the best."""
         config, accelerator = self.config, self.accelerator
@@ -290,13 +360,12 @@ class Trainer:
         done = self.state.global_step >= total_steps
         while not done and self.state.epoch < config.epochs:
             epoch = self.state.epoch
-            self.sampler.set_epoch(epoch)
-            self.train_samples.set_epoch(epoch)
+            self.set_epoch(epoch)
             loader = self.loader
             skip = self.state.step_in_epoch * config.gradient_accumulation_steps
             if skip:
-                loader = accelerator.skip_first_batches(self.loader, skip)
-            started, seen = time.perf_counter(), 0
+                loader = accelerator.skip_first_batches(self.loader, skip)  # keeps the loader's epoch
+            started, seen, micro_batch = time.perf_counter(), 0, 0
             for batch in loader:
                 skipped = batch.pop("skipped")
                 if skipped:
@@ -305,8 +374,10 @@ class Trainer:
                         logger.warning("skipped unreadable image: %s", reason)
                 if "input_ids" not in batch:
                     continue
+                generator = self.masks.for_step(self.state.global_step, micro_batch)
+                micro_batch += 1
                 with accelerator.accumulate(self.model):
-                    out = self.model(**batch, objective=config.objective, generator=self.masks.generator)
+                    out = self.model(**batch, objective=config.objective, generator=generator)
                     accelerator.backward(out.loss)
                     if config.max_grad_norm and accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
@@ -316,6 +387,7 @@ class Trainer:
                 seen += batch["input_ids"].shape[0] * accelerator.num_processes
                 if not accelerator.sync_gradients:
                     continue
+                micro_batch = 0
                 self.state.global_step += 1
                 self.state.step_in_epoch += 1
                 progress.update(1)
@@ -458,4 +530,6 @@ def _tensorboard_available() -> bool:
     return True
 
 
-__all__ = ["TrainState", "Trainer", "build_model", "warmup_cosine", "words_of"]
+__all__ = [
+    "MaskStream", "TrainState", "Trainer", "TrainingSetupError", "build_model", "warmup_cosine", "words_of",
+]

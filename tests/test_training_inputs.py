@@ -1,0 +1,106 @@
+"""Training configurations that must be refused before anything is trained, with a message that names the
+problem: a batch larger than the data, model-config typos, dotted keys, and where an unknown key came from."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from training.config import check_model_overrides, load_config
+
+
+@pytest.fixture(scope="module")
+def webperson(tmp_path_factory):
+    from dataset_builders.synthetic import SyntheticPersonConfig, write_webperson
+
+    config = SyntheticPersonConfig(num_identities=10, images_per_identity=2, image_size=(64, 32), seed=2,
+                                   split_fractions=(0.6, 0.2, 0.2))
+    return write_webperson(config, tmp_path_factory.mktemp("inputs") / "webperson")
+
+
+def _config(path: Path, **values) -> Path:
+    base = {"objective": "gadms", "model": "tiny", "image_size": [64, 32], "epochs": 1, "batch_size": 4,
+            "learning_rate": 1.0e-3, "warmup_epochs": 0.5, "eval_split": None, "test_split": None, "seed": 1,
+            "log_every_steps": 1}
+    base.update(values)
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
+def _exit_message(capsys, argv) -> str:
+    from training.pretrain import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_batch_larger_than_the_data_is_refused_and_nothing_is_saved(webperson, tmp_path, capsys):
+    out = tmp_path / "out"
+    config = _config(tmp_path / "c.yaml", data=str(webperson), output_dir=str(out))
+    err = _exit_message(capsys, ["--config", str(config), "--set", "batch_size=1000"])
+    # 12 training images x 2 captions = 24 samples
+    assert "batch_size 1000" in err and "24 samples" in err and "at most 24" in err
+    assert not (out / "last").exists() and not (out / "results.json").exists()
+
+
+def test_batch_equal_to_the_data_trains_one_step(webperson, tmp_path):
+    from training.pretrain import main
+
+    out = tmp_path / "out"
+    main(["--config", str(_config(tmp_path / "c.yaml", data=str(webperson), output_dir=str(out), batch_size=24))])
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1]
+
+
+def test_model_override_typo_names_the_key_and_the_nearest(webperson, tmp_path, capsys):
+    config = _config(tmp_path / "c.yaml", data=str(webperson), output_dir=str(tmp_path / "out"))
+    err = _exit_message(capsys, ["--config", str(config), "--set", "model_overrides.gass_layerz=1"])
+    assert "'gass_layerz'" in err and "did you mean 'gass_layers'" in err
+    with pytest.raises(ValueError, match=r"'vision_config.patch_sise'.*did you mean 'vision_config.patch_size'"):
+        check_model_overrides({"vision_config.patch_sise": 8})
+    with pytest.raises(ValueError, match=r"'vision_conifg.patch_size'.*did you mean 'vision_config'"):
+        check_model_overrides({"vision_conifg.patch_size": 8})
+    with pytest.raises(ValueError, match="vision_config takes a mapping"):
+        check_model_overrides({"vision_config": 8})
+    # the same typo in the YAML file is refused too
+    with pytest.raises(ValueError, match="'temprature'.*did you mean 'temperature'"):
+        load_config(_config(tmp_path / "d.yaml", model_overrides={"temprature": 0.5}))
+
+
+def test_dotted_model_overrides_reach_the_towers(webperson, tmp_path):
+    from transformers import AutoConfig
+
+    import modeling_gadms  # noqa: F401
+    from training.pretrain import main
+
+    config = load_config(None, ["model_overrides.vision_config.patch_size=8", "model_overrides.projection_dim=16"])
+    assert config.model_overrides == {"vision_config": {"patch_size": 8}, "projection_dim": 16}
+    out = tmp_path / "out"
+    main(["--config", str(_config(tmp_path / "c.yaml", data=str(webperson), output_dir=str(out))),
+          "--set", "model_overrides.vision_config.patch_size=8", "--set", "model_overrides.projection_dim=16"])
+    saved = json.loads((out / "last" / "config.json").read_text())
+    assert "vision_config.patch_size" not in saved
+    assert saved["vision_config"]["patch_size"] == 8 and saved["projection_dim"] == 16
+    assert saved["vision_config"]["hidden_size"] == 64  # the rest of the tiny tower is kept
+    # starting from a saved model: a tower key changes that key only
+    again = tmp_path / "again"
+    main(["--config", str(_config(tmp_path / "d.yaml", data=str(webperson), output_dir=str(again),
+                                  model=str(out / "last"), max_steps=1)),
+          "--set", "model_overrides.text_config.attention_dropout=0.25"])
+    loaded = AutoConfig.from_pretrained(again / "last")
+    assert loaded.text_config.attention_dropout == 0.25 and loaded.vision_config.patch_size == 8
+
+
+def test_unknown_key_says_where_it_came_from(tmp_path):
+    path = _config(tmp_path / "c.yaml", batchsize=3)
+    with pytest.raises(ValueError, match=r"unknown training config keys in .*c.yaml: \['batchsize'\]") as error:
+        load_config(path)
+    assert "did you mean 'batch_size'" in str(error.value)
+    with pytest.raises(ValueError) as error:
+        load_config(_config(tmp_path / "ok.yaml"), ["learning_rat=1e-4"])
+    message = str(error.value)
+    assert "given with --set: ['learning_rat']" in message and "ok.yaml" not in message
+    assert "did you mean 'learning_rate'" in message
