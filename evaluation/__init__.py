@@ -31,11 +31,13 @@ _LAZY = {
     "BenchmarkFormatError": "benchmarks",
     "MissingImagesError": "benchmarks",
     "RetrievalSplit": "benchmarks",
+    "SplitNotFoundError": "benchmarks",
     "evaluation_view": "benchmarks",
     "load_benchmark": "benchmarks",
     "load_retrieval_split": "benchmarks",
     "embed_images": "embedding",
     "embed_texts": "embedding",
+    "open_image": "embedding",
 }
 
 __all__ = [

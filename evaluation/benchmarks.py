@@ -46,6 +46,7 @@ __all__ = [
     "BenchmarkSpec",
     "BenchmarkFormatError",
     "MissingImagesError",
+    "SplitNotFoundError",
     "ImageRecord",
     "RetrievalSplit",
     "resolve_benchmark",
@@ -102,6 +103,10 @@ SAMPLE_FEATURES = datasets.Features(
 
 class BenchmarkFormatError(ValueError):
     """An annotation file or one of its records does not follow the benchmark's format."""
+
+
+class SplitNotFoundError(ValueError):
+    """The requested split is not a split name, or the annotation file has no record of it."""
 
 
 class MissingImagesError(FileNotFoundError):
@@ -345,6 +350,7 @@ def load_benchmark(
     Raises:
         BenchmarkFormatError: malformed annotation file (names the file and the record).
         MissingImagesError: missing image(s) (names the file, the record(s) and the path(s)).
+        SplitNotFoundError: an unknown split name, or a split the file has no record of (names the file).
     """
     key, spec = resolve_benchmark(name)
     data_root = Path(data_root)
@@ -361,10 +367,11 @@ def load_benchmark(
         wanted = []
         for s in splits:
             if s.lower() not in _SPLITS:
-                raise ValueError(f"unknown split {s!r}; expected train, validation (val) or test")
+                raise SplitNotFoundError(f"unknown split {s!r}; expected train, validation (val) or test")
             if _SPLITS[s.lower()] not in present:
-                raise ValueError(
-                    f"{spec.name} has no {_SPLITS[s.lower()]!r} split (present: {', '.join(present)})"
+                raise SplitNotFoundError(
+                    f"{spec.name} has no {_SPLITS[s.lower()]!r} split in {annotation_path} "
+                    f"(present: {', '.join(present) or 'none'})"
                 )
             wanted.append(_SPLITS[s.lower()])
     image_dir = Path(image_dir) if image_dir is not None else data_root / spec.image_subdir

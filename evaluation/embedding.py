@@ -5,12 +5,16 @@ with any model that has ``get_image_features(pixel_values=...)`` and
 ``get_text_features(input_ids=..., attention_mask=...)`` (a plain transformers ``CLIPModel`` too, for
 zero-shot evaluation). Embeddings come back as float32 CPU tensors, *not* normalised (the metrics
 normalise). Training calls the same functions for its validation step.
+
+Images are read by :func:`gadms_utils.image_io.open_image` (re-exported here): upright by their EXIF
+orientation, RGB, within the decoded-pixel limit (``GADMS_MAX_IMAGE_PIXELS``). :func:`embed_images` can
+skip unreadable images and report them instead of raising (``skipped=[]``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
+import logging
 import os
 from functools import partial
 from typing import Any, Sequence
@@ -20,11 +24,21 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from gadms_utils.image_io import ImageTooLarge, UnreadableImage, open_image
+
+logger = logging.getLogger(__name__)
+
+#: What reading one image can raise (:func:`open_image` turns decoder errors into ``OSError``).
+_READ_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
+
 __all__ = [
     "PRECISIONS",
+    "ImageTooLarge",
+    "UnreadableImage",
     "embed_images",
     "embed_texts",
     "eval_mode",
+    "image_label",
     "load_model_and_processor",
     "model_device",
     "open_image",
@@ -85,43 +99,31 @@ def _features(output: Any, kind: str) -> torch.Tensor:
     raise TypeError(f"get_{kind}_features returned {type(output).__name__}, not a tensor of features")
 
 
-def open_image(item: ImageLike) -> Image.Image:
-    """Open (and fully read) an image given as PIL image, path, or ``{"path", "bytes"}`` dict."""
-    if isinstance(item, Image.Image):
-        return item
-    if isinstance(item, dict):
-        if item.get("bytes") is not None:
-            source: Any = io.BytesIO(item["bytes"])
-        elif item.get("path"):
-            source = item["path"]
-        else:
-            raise ValueError(f"image entry has neither bytes nor path: {item!r}")
-    elif isinstance(item, (str, os.PathLike)):
-        source = item
-    else:
-        raise TypeError(f"cannot read an image from {type(item).__name__}")
-    try:
-        image = Image.open(source)
-        image.load()
-    except (OSError, ValueError) as err:
-        name = source if not isinstance(source, io.BytesIO) else "<bytes>"
-        raise OSError(f"cannot read image {name}: {err}") from err
-    return image
-
-
 class _Images(Dataset):
-    def __init__(self, items: Sequence[ImageLike]):
+    """Reads ``items`` with :func:`open_image`; with ``skip``, an unreadable one gives ``(index, reason)``."""
+
+    def __init__(self, items: Sequence[ImageLike], skip: bool = False):
         self.items = items
+        self.skip = skip
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> Image.Image:
-        return open_image(self.items[index])
+    def __getitem__(self, index: int) -> Image.Image | tuple[int, str]:
+        if not self.skip:
+            return open_image(self.items[index])
+        try:
+            return open_image(self.items[index])
+        except _READ_ERRORS as err:
+            return index, str(getattr(err, "reason", "") or err)
 
 
-def _pixel_batch(processor: Any, images: list[Image.Image]) -> torch.Tensor:
-    return processor(images=images, return_tensors="pt")["pixel_values"]
+def _pixel_batch(processor: Any, items: list) -> tuple[torch.Tensor | None, list[tuple[int, str]], int]:
+    """Preprocess the readable images of a batch; also returns the unreadable ones and the batch size."""
+    images = [item for item in items if isinstance(item, Image.Image)]
+    unreadable = [item for item in items if not isinstance(item, Image.Image)]
+    pixels = processor(images=images, return_tensors="pt")["pixel_values"] if images else None
+    return pixels, unreadable, len(items)
 
 
 @torch.inference_mode()
@@ -135,8 +137,15 @@ def embed_images(
     num_workers: int = 0,
     progress: bool = True,
     desc: str = "images",
+    skipped: list[tuple[int, str]] | None = None,
 ) -> torch.Tensor:
     """Embed images with ``model.get_image_features``, batched.
+
+    Images are read with :func:`open_image` (EXIF orientation applied, RGB, the pixel limit of
+    :mod:`gadms_utils.image_io` enforced). By default an unreadable image raises ``OSError``; pass a
+    list as ``skipped`` to skip unreadable images instead: each is recorded there as ``(index, reason)``
+    (``index`` into ``images``) and has no row in the result, whose rows follow the order of the readable
+    images.
 
     Args:
         model: the model, on its device (switched to eval mode for the call, then restored).
@@ -147,25 +156,40 @@ def embed_images(
         num_workers: ``DataLoader`` workers that read and preprocess images in parallel.
         progress: show a tqdm progress bar.
         desc: the progress bar's label.
+        skipped: a list to collect unreadable images in (``(index, reason)``, in index order), which are
+            then left out instead of raising.
 
     Returns:
-        ``[N, D]`` float32 CPU tensor (not normalised).
+        ``[N, D]`` float32 CPU tensor (not normalised); ``N = len(images) - len(skipped)`` when skipping.
     """
     device = model_device(model)
     loader = DataLoader(
-        _Images(images),
+        _Images(images, skip=skipped is not None),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=partial(_pixel_batch, processor),
     )
     out = []
     with eval_mode(model), tqdm(total=len(images), desc=desc, unit="img", disable=not progress) as bar:
-        for pixel_values in loader:
-            with _autocast(device, precision):
-                features = model.get_image_features(pixel_values=pixel_values.to(device))
-            out.append(_features(features, "image").float().cpu())
-            bar.update(len(pixel_values))
+        for pixel_values, unreadable, count in loader:
+            for index, reason in unreadable:
+                logger.warning("skipped unreadable image %s: %s", image_label(images[index], index), reason)
+                skipped.append((index, reason))  # type: ignore[union-attr]  (only with skipped given)
+            if pixel_values is not None:
+                with _autocast(device, precision):
+                    features = model.get_image_features(pixel_values=pixel_values.to(device))
+                out.append(_features(features, "image").float().cpu())
+            bar.update(count)
     return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def image_label(item: ImageLike, index: int) -> str:
+    """How reports name image ``index`` of an :func:`embed_images` input: its path, else ``#index``."""
+    if isinstance(item, (str, os.PathLike)):
+        return os.fspath(item)
+    if isinstance(item, dict) and item.get("path"):
+        return str(item["path"])
+    return f"#{index}"
 
 
 def _tokenize(processor: Any, texts: list[str]) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 from filelock import FileLock, Timeout
 
-from dataset_builders.cli_types import positive_int
+from gadms_utils.cli_types import positive_int
 from evaluation.embedding import PRECISIONS, load_model_and_processor
 
 from .explain import explain, render_html, render_terminal, save_png

@@ -34,7 +34,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from evaluation.embedding import embed_images, open_image
+from evaluation.embedding import embed_images
+from gadms_utils.image_io import open_image
 
 from .search import build_faiss_index, exact_topk, faiss_topk, resolve_backend
 

@@ -181,7 +181,7 @@ def test_zero_shot_plain_clip_is_the_same_command(tmp_path, tiny_clip_dir):
             assert report["results"]["ufine6926"][task][metric] == pytest.approx(value, abs=1e-6)
 
 
-def test_cli_errors(tmp_path, tiny_gadms_dir):
+def test_cli_errors(tmp_path, tiny_gadms_dir, capsys):
     from evaluation.evaluate_retrieval import main
 
     write_benchmark(tmp_path, "rstpreid", LAYOUT)
@@ -200,8 +200,121 @@ def test_cli_errors(tmp_path, tiny_gadms_dir):
         )
     with pytest.raises(SystemExit):
         main(["--model", "x", "--benchmark", "rstpreid", "cuhk-pedes", "--data-root", "a", "b", "c"])
-    with pytest.raises(ValueError, match="unknown benchmark"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
         main(["--model", "x", "--benchmark", "market", "--data-root", "a"])
+    assert exit_info.value.code == 2
+    assert "unknown benchmark 'market'" in capsys.readouterr().err
+
+
+def _cli_error_cases(tmp_path: Path, model_dir: Path) -> dict[str, tuple[list[str], str]]:
+    """Each usage error: the command line arguments and a piece of the one error line expected."""
+    write_benchmark(tmp_path / "ok", "rstpreid", LAYOUT)
+    no_test = {pid: spec for pid, spec in LAYOUT.items() if spec[0] != "test"}
+    write_benchmark(tmp_path / "no_test", "rstpreid", no_test)
+    ok = ["--data-root", str(tmp_path / "ok")]
+    return {
+        "unknown_benchmark": (
+            ["--model", str(model_dir), "--benchmark", "market1501", *ok],
+            "unknown benchmark 'market1501'; choose from: cuhk-pedes, icfg-pedes, rstpreid, ufine6926",
+        ),
+        "model_path_missing": (
+            ["--model", str(tmp_path / "no" / "such" / "model"), "--benchmark", "rstpreid", *ok],
+            f"model folder not found: {tmp_path / 'no' / 'such' / 'model'}",
+        ),
+        "relative_model_path_missing": (
+            ["--model", "./checkpoints/best", "--benchmark", "rstpreid", *ok],
+            "model folder not found: ./checkpoints/best",
+        ),
+        "hub_id_not_cached_offline": (
+            ["--model", "no-such-org/no-such-model", "--benchmark", "rstpreid", *ok],
+            "cannot load model no-such-org/no-such-model",
+        ),
+        "no_test_split": (
+            ["--model", str(model_dir), "--benchmark", "rstpreid", "--data-root", str(tmp_path / "no_test")],
+            f"has no 'test' split in {tmp_path / 'no_test' / 'data_captions.json'}",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["unknown_benchmark", "model_path_missing", "relative_model_path_missing", "hub_id_not_cached_offline",
+     "no_test_split"],
+)  # fmt: skip
+def test_cli_usage_errors_are_one_line_exit_2(tmp_path, tiny_gadms_dir, case):
+    args, expected = _cli_error_cases(tmp_path, tiny_gadms_dir)[case]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "HF_HOME": str(tmp_path / "hf_home")}  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(CLI), *args, "--no-progress", "--output", str(tmp_path / "r.json")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+    assert expected in lines[0]
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_cli_skips_an_unreadable_image_and_reports_it(tmp_path, tiny_gadms_dir, tiny_model, capsys):
+    """A zero-byte and a truncated test image: skipped, counted, named, the metrics over the rest."""
+    from evaluation.evaluate_retrieval import main
+
+    model, processor = tiny_model
+    write_benchmark(tmp_path, "rstpreid", LAYOUT)
+    images = tmp_path / "imgs" / "test_query"
+    empty = images / "p6" / "p6_s1.jpg"  # person 6 keeps two other images
+    empty.write_bytes(b"")
+    truncated = images / "p5" / "p5_s0.jpg"  # person 5's only image: its captions cannot be scored
+    truncated.write_bytes(truncated.read_bytes()[:20])
+    report = main(
+        ["--model", str(tiny_gadms_dir), "--benchmark", "rstpreid", "--data-root", str(tmp_path),
+         "--output", str(tmp_path / "r.json"), "--no-progress", "--batch-size", "2"]
+    )  # fmt: skip
+    entry = json.loads((tmp_path / "r.json").read_text())["results"]["rstpreid"]
+    assert entry == json.loads(json.dumps(report["results"]["rstpreid"]))
+    view = load_retrieval_split("rstpreid", tmp_path)
+    files = view.image_files()
+    bad = {str(empty.resolve()), str(truncated.resolve())}
+    assert entry["skipped_images"] == 2 and {item["file"] for item in entry["skipped_files"]} == bad
+    assert all(item["reason"] for item in entry["skipped_files"])
+    reasons = {item["file"]: item["reason"] for item in entry["skipped_files"]}
+    assert reasons[str(empty.resolve())] == "empty file (0 bytes)"
+    assert entry["num_images"] == len(files) - 2
+    assert entry["skipped_captions"] == 2 and entry["num_captions"] == view.queries.num_rows - 2
+    assert entry["num_identities"] == len(set(view.gallery_ids)) - 1
+    # the metrics are those of the readable images and the captions of persons that still have one
+    keep = [i for i, f in enumerate(files) if f not in bad]
+    gallery_ids = [view.gallery_ids[i] for i in keep]
+    queries = [(c, p) for c, p in zip(view.captions, view.query_ids) if p in set(gallery_ids)]
+    images_embeds = embed_images(model, processor, [files[i] for i in keep], progress=False)
+    texts = embed_texts(model, processor, [c for c, _ in queries], progress=False)
+    expected = bidirectional_retrieval_metrics(texts, images_embeds, [p for _, p in queries], gallery_ids)
+    for task in ("t2i", "i2t"):
+        assert entry[task] == pytest.approx(expected[task], abs=1e-6)
+    out = capsys.readouterr().out
+    assert "skipped 2 unreadable image(s)" in out and str(empty.resolve()) in out
+
+
+def test_cli_warns_about_empty_captions_and_a_single_identity(tmp_path, tiny_gadms_dir, caplog):
+    from evaluation.evaluate_retrieval import main
+
+    records = write_benchmark(tmp_path, "rstpreid", {1: ("train", 1), 4: ("test", 3)})
+    records[2]["captions"][1] = "  "  # records: p1 (train), p4 image 0, 1, 2 (test queries 0-1, 2-3, 4-5)
+    (tmp_path / "data_captions.json").write_text(json.dumps(records), encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        report = main(
+            ["--model", str(tiny_gadms_dir), "--benchmark", "rstpreid", "--data-root", str(tmp_path),
+             "--output", str(tmp_path / "r.json"), "--no-progress"]
+        )  # fmt: skip
+    entry = report["results"]["rstpreid"]
+    assert entry["t2i"]["R1"] == 100.0  # what the warning is about
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("empty caption" in m and "query index 3" in m for m in messages), messages
+    assert any("single identity" in m and "trivially 100" in m for m in messages), messages
+    assert len(entry["warnings"]) == 2
 
 
 def test_cli_help(capsys):

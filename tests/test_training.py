@@ -62,7 +62,9 @@ def test_pretrain_with_accelerate_launch(data, tmp_path):
                    "--config", str(config)])
     out = tmp_path / "out"
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(summary["last"]) == {"R1", "R5", "R10", "mAP", "mINP"}
+    assert set(summary["last"]) == {"R1", "R5", "R10", "mAP", "mINP", "num_images", "num_queries",
+                                    "skipped_images", "skipped_queries", "skipped_files"}
+    assert summary["last"]["skipped_images"] == 0 and summary["last"]["skipped_files"] == []
     assert (out / "training_config.yaml").is_file() and (out / "results.json").is_file()
     assert len(list((out / "checkpoints").iterdir())) == 1  # keep_last
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
-from evaluation.embedding import open_image
+from gadms_utils.image_io import open_image
 from modeling_gadms.processing_gadms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 logger = logging.getLogger(__name__)
@@ -45,10 +45,10 @@ def transform_for(config) -> v2.Compose:
 
 
 def load_image(value) -> Image.Image:
-    """An RGB PIL image from a data set cell (a PIL image, a path, or datasets' undecoded `{"bytes", "path"}`),
-    read with the evaluation package's `open_image`; unreadable data raises `OSError` / `ValueError` / `TypeError`."""
-    image = open_image(value)
-    return image if image.mode == "RGB" else image.convert("RGB")
+    """An upright RGB PIL image from a data set cell (a PIL image, a path, or datasets' undecoded
+    `{"bytes", "path"}`), read by the project's one image reader (`gadms_utils.image_io.open_image`: EXIF
+    orientation, the decoded-pixel limit); unreadable data raises `OSError` / `ValueError` / `TypeError`."""
+    return open_image(value)
 
 
 class CaptionSamples(Dataset):

@@ -313,7 +313,9 @@ class Trainer:
     # -- logging ------------------------------------------------------------------------------------------
 
     def log(self, values: dict) -> None:
-        self.accelerator.log(values, step=self.state.global_step)
+        """Log to the trackers (numbers only) and to `log.jsonl` (everything, e.g. the skipped validation files)."""
+        numbers = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.accelerator.log(numbers, step=self.state.global_step)
         if self.accelerator.is_main_process:
             with open(self.log_file, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps({"step": self.state.global_step, **values}) + "\n")

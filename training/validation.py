@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import datasets
 
 from evaluation import RetrievalSplit, embed_images, embed_texts, retrieval_metrics
+from evaluation.embedding import image_label
+
+logger = logging.getLogger(__name__)
 
 
 def webperson_view(dataset: datasets.Dataset, caption_columns=("caption1", "caption2")) -> RetrievalSplit:
     """The evaluation view of a WebPerson-schema split: gallery = its images, queries = all their captions.
 
-    The identity is the `person_id` column when present (the synthetic set), else the row (one person per image).
+    The identity is the `person_id` column when present (the synthetic set), else the row (one person per
+    image).
     """
     ids = list(dataset["person_id"]) if "person_id" in dataset.column_names else list(range(len(dataset)))
     gallery = dataset.select_columns(["image"]).add_column("person_id", ids)
@@ -26,13 +31,45 @@ def webperson_view(dataset: datasets.Dataset, caption_columns=("caption1", "capt
 
 def evaluate_split(model, processor, split: RetrievalSplit, batch_size: int = 256, device=None,
                    progress: bool = False) -> dict:
-    """Text-to-image R@1/5/10, mAP and mINP (percent) of `model` on a `RetrievalSplit`."""
+    """Text-to-image R@1/5/10, mAP and mINP (percent) of `model` on a `RetrievalSplit`, and what they cover.
+
+    An unreadable gallery image (empty, truncated, over the pixel limit, ...) is skipped, not fatal: it
+    is logged, left out of the gallery, and the captions of persons left with no gallery image are left
+    out of the queries (the protocol needs a positive for every query). Besides the metrics, the result
+    holds `num_images` and `num_queries` (what the metrics cover), `skipped_images`, `skipped_queries`
+    (counts) and `skipped_files` (one `"<file>: <reason>"` string per skipped image).
+
+    Raises:
+        ValueError: no gallery image of the split could be read.
+    """
     if device is not None:
         model = model.to(device)
     undecoded = split.gallery.cast_column("image", datasets.Image(decode=False))["image"]
-    gallery = embed_images(model, processor, undecoded, batch_size=batch_size, progress=progress)
-    queries = embed_texts(model, processor, split.captions, batch_size=batch_size, progress=progress)
-    return retrieval_metrics(queries, gallery, split.query_ids, split.gallery_ids)
+    unreadable: list[tuple[int, str]] = []
+    gallery = embed_images(model, processor, undecoded, batch_size=batch_size, progress=progress,
+                           skipped=unreadable)
+    skipped_rows = {index for index, _ in unreadable}
+    gallery_ids = [pid for index, pid in enumerate(split.gallery_ids) if index not in skipped_rows]
+    if not gallery_ids:
+        example = f" (e.g. {image_label(undecoded[0], 0)}: {unreadable[0][1]})" if unreadable else ""
+        raise ValueError(f"none of the {len(undecoded)} gallery image(s) of the split could be read{example}")
+    present = set(gallery_ids)
+    kept_queries = [(caption, pid) for caption, pid in zip(split.captions, split.query_ids) if pid in present]
+    if unreadable:
+        logger.warning("evaluation skipped %d unreadable gallery image(s) of %d and the %d caption(s) of "
+                       "persons left without an image", len(unreadable), len(undecoded),
+                       len(split.query_ids) - len(kept_queries))
+    captions = [caption for caption, _ in kept_queries]
+    queries = embed_texts(model, processor, captions, batch_size=batch_size, progress=progress)
+    metrics = retrieval_metrics(queries, gallery, [pid for _, pid in kept_queries], gallery_ids)
+    return {
+        **metrics,
+        "num_images": len(gallery_ids),
+        "num_queries": len(kept_queries),
+        "skipped_images": len(unreadable),
+        "skipped_queries": len(split.query_ids) - len(kept_queries),
+        "skipped_files": [f"{image_label(undecoded[i], i)}: {reason}" for i, reason in unreadable],
+    }
 
 
 def load_for_evaluation(directory: str | Path, config=None):

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from ..cli_types import non_negative_int, positive_int, rate
+from gadms_utils.cli_types import non_negative_int, positive_int, rate
 from .captions import NOISE_KINDS
 from .config import SyntheticPersonConfig
 from .writers import DEFAULT_SHARD_SIZE, write_cuhk_pedes, write_webperson

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..cli_types import non_negative_int, positive_int
+from gadms_utils.cli_types import non_negative_int, positive_int
 from .shards import parse_shard
 from .stage import format_summary
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
+from gadms_utils.image_io import DEFAULT_MAX_PIXELS, to_rgb
+
 from ..synthetic.schema import encode_jpeg
 
 __all__ = ["BadImage", "ImageLimits", "content_id", "decode_rgb", "encode_jpeg", "probe_image", "to_rgb"]
@@ -37,30 +39,17 @@ class ImageLimits:
         min_side: images whose shorter side is below this many pixels cannot hold a usable person
             crop (the detector keeps boxes with a shorter side above 90 px) and are rejected.
         max_pixels: images with more pixels are rejected before decoding (decompression bombs,
-            panoramas); 64 megapixels by default.
+            panoramas); by default ``gadms_utils.image_io.DEFAULT_MAX_PIXELS`` (64 megapixels), the
+            limit every other reader of the project applies too.
     """
 
     min_side: int = 90
-    max_pixels: int = 64_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def content_id(data: bytes) -> str:
     """The stable id of a source image: the first 32 hex digits of the SHA-256 of its bytes."""
     return hashlib.sha256(data).hexdigest()[:32]
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """``image`` as RGB: alpha is composited on white, CMYK / palette / grey / 16-bit are converted."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        image = image.point(lambda v: v / 256).convert("L")  # 16-bit grey to 8 bit
-    return image.convert("RGB")
 
 
 def decode_rgb(data: bytes | None, limits: ImageLimits = ImageLimits()) -> tuple[Image.Image, str]:

@@ -1,4 +1,4 @@
-"""``argparse`` value types shared by the command lines of :mod:`dataset_builders`.
+"""``argparse`` value types shared by the project's command lines (data builders, ``gadms``).
 
 Each takes the argument's text and returns the value, or raises ``argparse.ArgumentTypeError`` with
 a message that names what was expected (argparse prints it and exits with status 2).
