@@ -17,11 +17,14 @@ text. Rules (reason names):
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pyarrow as pa
 
+from gadms_utils.cli_types import non_negative_int, positive_int
+
+from .settings import option, settings_dict
 from .stage import ShardOutput
 
 __all__ = ["CaptionFilter", "FilterRules", "clean_caption", "make_filter_processor"]
@@ -151,8 +154,8 @@ def _phrase_pattern(phrases: tuple[str, ...]) -> re.Pattern[str]:
 class FilterRules:
     """The rule settings (word lists are matched case-insensitively as whole words or phrases)."""
 
-    min_words: int = 8
-    max_words: int = 80
+    min_words: int = option(8, "fewest words per caption", non_negative_int)
+    max_words: int = option(80, "most words per caption", positive_int)
     speculative: tuple[str, ...] = SPECULATIVE
     identity_or_emotion: tuple[str, ...] = IDENTITY_OR_EMOTION
     background: tuple[str, ...] = BACKGROUND
@@ -165,7 +168,8 @@ class FilterRules:
             raise ValueError(f"need 0 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """The JSON-friendly settings (:func:`.settings.settings_dict`)."""
+        return settings_dict(self)
 
 
 @dataclass

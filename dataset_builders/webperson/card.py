@@ -9,10 +9,12 @@ import datasets
 import yaml
 
 from ..hub_folder import configs_yaml, dataset_info_yaml, size_category
+from .shards import STAGES
 
 __all__ = ["webperson_card"]
 
-STAGE_ORDER = ("ingest", "detect", "pose", "caption", "filter", "export")
+#: The rows of the card's stage table, in order.
+STAGE_ORDER = (*STAGES, "export")
 
 
 def _stage_table(stages: Mapping[str, Mapping[str, Any]]) -> str:

@@ -12,14 +12,17 @@ Backends (any callable ``list[PIL.Image] -> list[list[Detection]]`` works):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 import pyarrow as pa
 from PIL import Image
 
+from gadms_utils.cli_types import non_negative_int
+
 from .images import BadImage, ImageLimits, decode_rgb, encode_jpeg
 from .pretrained import load_pretrained, model_name
+from .settings import option
 from .stage import ShardOutput
 
 __all__ = [
@@ -56,12 +59,12 @@ class DetectionThresholds:
         max_per_image: keep at most this many boxes per image (highest scores first); 0: no limit.
     """
 
-    min_short_side: float = 90.0
-    min_aspect: float = 0.25
-    max_aspect: float = 0.5
-    min_score: float = 0.85
-    labels: tuple[str, ...] = ("person",)
-    max_per_image: int = 0
+    min_short_side: float = option(90.0, "box shorter side must be above (px)", float)
+    min_aspect: float = option(0.25, "lowest width/height", float)
+    max_aspect: float = option(0.5, "highest width/height", float)
+    min_score: float = option(0.85, "confidence must be above", float)
+    labels: tuple[str, ...] = option(("person",), "class names that count as persons", str, nargs="+")
+    max_per_image: int = option(0, "boxes kept per image (0: all)", non_negative_int)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -334,8 +337,3 @@ def make_detect_processor(
 
 def _is_interrupt(error: BaseException) -> bool:
     return isinstance(error, (KeyboardInterrupt, SystemExit, MemoryError))
-
-
-def thresholds_dict(thresholds: DetectionThresholds) -> dict[str, Any]:
-    """JSON-friendly settings."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(thresholds).items()}

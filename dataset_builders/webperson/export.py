@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 
 from ..hub_folder import check_output_folder, shard_file_name
 from ..synthetic.captions import tokenize
-from .card import STAGE_ORDER, webperson_card
+from .card import webperson_card
 from .figures import caption_length_histogram, sample_grid
-from .shards import StageStore
+from .shards import STAGES, StageStore
 
 __all__ = ["EXPORT_MARKER", "export", "export_features"]
 
@@ -189,7 +189,7 @@ def export(
         sample_grid([r[0] for r in reservoir], [r[1] for r in reservoir]).save(tmp / "assets" / "samples.png")
     caption_length_histogram(lengths).save(tmp / "assets" / "caption_lengths.png")
     stages = {}
-    for stage in STAGE_ORDER:
+    for stage in STAGES:
         store = StageStore(work, stage)
         if store.done_names():
             stages[stage] = store.totals()
@@ -214,8 +214,8 @@ def export(
     }
     settings = {
         stage: StageStore(work, stage).settings()
-        for stage in STAGE_ORDER
-        if stage in stages and stage != "export"
+        for stage in STAGES
+        if stage in stages
     }
     (tmp / "README.md").write_text(
         webperson_card(

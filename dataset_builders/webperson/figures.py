@@ -3,12 +3,13 @@ histogram of caption lengths (matplotlib is not a dependency)."""
 
 from __future__ import annotations
 
-import io
 import textwrap
 from collections import Counter
 from typing import Mapping, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
+
+from .images import open_crop
 
 __all__ = ["caption_length_histogram", "sample_grid"]
 
@@ -41,7 +42,7 @@ def sample_grid(
     chars = max(10, cell_width // 6)
     for k, (data, (first, second)) in enumerate(zip(crops, captions)):
         x, y = (k % columns) * cell_width, (k // columns) * cell_height
-        crop = Image.open(io.BytesIO(data)).convert("RGB")
+        crop = open_crop(data)
         width = max(1, round(crop.width * crop_height / crop.height))
         if width > cell_width - 8:
             width = cell_width - 8

@@ -15,11 +15,22 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
+from gadms_utils.cli_types import positive_int
 from gadms_utils.image_io import DEFAULT_MAX_PIXELS, to_rgb
 
 from ..synthetic.schema import encode_jpeg
+from .settings import option
 
-__all__ = ["BadImage", "ImageLimits", "content_id", "decode_rgb", "encode_jpeg", "probe_image", "to_rgb"]
+__all__ = [
+    "BadImage",
+    "ImageLimits",
+    "content_id",
+    "decode_rgb",
+    "encode_jpeg",
+    "open_crop",
+    "probe_image",
+    "to_rgb",
+]
 
 
 class BadImage(ValueError):
@@ -43,13 +54,19 @@ class ImageLimits:
             limit every other reader of the project applies too.
     """
 
-    min_side: int = 90
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    min_side: int = option(90, "reject images with a shorter side below this", positive_int)
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, "reject images with more pixels", positive_int)
 
 
 def content_id(data: bytes) -> str:
     """The stable id of a source image: the first 32 hex digits of the SHA-256 of its bytes."""
     return hashlib.sha256(data).hexdigest()[:32]
+
+
+def open_crop(data: bytes) -> Image.Image:
+    """An encoded crop (a stage's ``crop`` column: JPEG bytes written by the detect stage) as an RGB
+    picture, converted by :func:`gadms_utils.image_io.to_rgb`; no checks (the detect stage made it)."""
+    return to_rgb(Image.open(io.BytesIO(data)))
 
 
 def decode_rgb(data: bytes | None, limits: ImageLimits = ImageLimits()) -> tuple[Image.Image, str]:

@@ -29,6 +29,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from .images import BadImage, ImageLimits, content_id, decode_rgb, probe_image
+from .settings import settings_dict
 from .shards import ShardSelection, StageStore, shard_name
 from .sources import DownloadError, SourceItem
 from .stage import ShardOutput
@@ -139,8 +140,7 @@ def ingest(
     store.create(
         {
             "shard_size": shard_size,
-            "min_side": limits.min_side,
-            "max_pixels": limits.max_pixels,
+            **settings_dict(limits),
             "verify": verify,
             **(settings or {}),
         }

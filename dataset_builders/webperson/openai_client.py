@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
+
+from .retry import TryAgain, retry_call
 
 __all__ = ["EndpointError", "OpenAIChatClient"]
 
@@ -92,45 +93,43 @@ class OpenAIChatClient:
             EndpointError: after the retries are spent, or at once for a non-retryable failure.
         """
         payload = {"model": self.model, "messages": messages, **params}
-        kind, detail = "connection", ""
-        for attempt in range(1, self.max_retries + 2):
-            self._count("requests")
-            retry_after = None
-            try:
-                answer = self._post(payload)
-                try:
-                    content = answer["choices"][0]["message"]["content"]
-                except (KeyError, IndexError, TypeError):
-                    raise EndpointError(
-                        "bad_response", f"no choices[0].message.content in {str(answer)[:200]}", attempt
-                    ) from None
-                if not isinstance(content, str):
-                    raise EndpointError("bad_response", f"content is {type(content).__name__}", attempt)
-                return content
-            except urllib.error.HTTPError as error:
-                kind, detail = f"http_{error.code}", _body(error)
-                if error.code not in _RETRY_STATUS:
-                    self._count("errors")
-                    raise EndpointError(kind, detail, attempt) from None
-                retry_after = _retry_after(error)
-            except (TimeoutError, socket.timeout) as error:
-                kind, detail = "timeout", f"no answer within {self.timeout} s ({error})"
-            except urllib.error.URLError as error:
-                if isinstance(error.reason, (TimeoutError, socket.timeout)):
-                    kind, detail = "timeout", f"no answer within {self.timeout} s"
-                else:
-                    kind, detail = "connection", str(error.reason)
-            except (ConnectionError, OSError) as error:
-                kind, detail = "connection", f"{type(error).__name__}: {error}"
-            except json.JSONDecodeError as error:
-                self._count("errors")
-                raise EndpointError("bad_response", f"not JSON: {error}", attempt) from None
-            if attempt <= self.max_retries:
-                self._count("retries")
-                delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-                time.sleep(min(self.max_backoff, retry_after) if retry_after is not None else delay)
-        self._count("errors")
-        raise EndpointError(kind, detail, self.max_retries + 1)
+        try:
+            return retry_call(
+                lambda attempt: self._attempt(payload, attempt),
+                retries=self.max_retries,
+                backoff=self.backoff,
+                max_backoff=self.max_backoff,
+                on_retry=lambda _: self._count("retries"),
+            )
+        except EndpointError:
+            self._count("errors")
+            raise
+
+    def _attempt(self, payload: dict[str, Any], attempt: int) -> str:
+        """One request: the answer's text, :class:`TryAgain` for a retryable failure, or
+        :class:`EndpointError` for a final one."""
+        self._count("requests")
+        try:
+            answer = self._post(payload)
+        except urllib.error.HTTPError as error:
+            failure = EndpointError(f"http_{error.code}", _body(error), attempt)
+            if error.code not in _RETRY_STATUS:
+                raise failure from None
+            raise TryAgain(failure, _retry_after(error)) from None
+        except (TimeoutError, socket.timeout) as error:
+            detail = f"no answer within {self.timeout} s ({error})"
+            raise TryAgain(EndpointError("timeout", detail, attempt)) from None
+        except urllib.error.URLError as error:
+            if isinstance(error.reason, (TimeoutError, socket.timeout)):
+                failure = EndpointError("timeout", f"no answer within {self.timeout} s", attempt)
+            else:
+                failure = EndpointError("connection", str(error.reason), attempt)
+            raise TryAgain(failure) from None
+        except (ConnectionError, OSError) as error:
+            raise TryAgain(EndpointError("connection", f"{type(error).__name__}: {error}", attempt)) from None
+        except json.JSONDecodeError as error:
+            raise EndpointError("bad_response", f"not JSON: {error}", attempt) from None
+        return _content(answer, attempt)
 
     def complete_many(
         self, conversations: Sequence[list[dict[str, Any]]], params: Sequence[dict[str, Any]] | None = None
@@ -149,6 +148,18 @@ class OpenAIChatClient:
             return [one(i) for i in range(len(conversations))]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(conversations))) as pool:
             return list(pool.map(one, range(len(conversations))))
+
+
+def _content(answer: Any, attempt: int) -> str:
+    try:
+        content = answer["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise EndpointError(
+            "bad_response", f"no choices[0].message.content in {str(answer)[:200]}", attempt
+        ) from None
+    if not isinstance(content, str):
+        raise EndpointError("bad_response", f"content is {type(content).__name__}", attempt)
+    return content
 
 
 def _body(error: urllib.error.HTTPError) -> str:

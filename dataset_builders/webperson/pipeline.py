@@ -7,22 +7,22 @@ resume after a kill; ``selection`` (``--shard i/n``) splits the work across proc
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
 from .caption_filter import CaptionFilter, make_filter_processor
 from .captioning import make_caption_processor
-from .detection import DetectionThresholds, make_detect_processor, thresholds_dict
+from .detection import DetectionThresholds, make_detect_processor
 from .images import ImageLimits
 from .pose import PoseThresholds, make_pose_processor
 from .prompts import PROMPT_VERSION
-from .shards import ShardSelection, StageStore
+from .settings import settings_dict
+from .shards import STAGES, ShardSelection, StageStore
 from .stage import retry_rejected, run_stage
 from .template_bank import TemplateBank
 
 __all__ = ["run_caption", "run_detect", "run_filter", "run_pose", "stage_status"]
-
-STAGES = ("ingest", "detect", "pose", "caption", "filter")
 
 
 def _name(backend: Any) -> str:
@@ -48,10 +48,9 @@ def run_detect(
     again.
     """
     ingest_settings = StageStore(work, "ingest").settings()
-    limits = limits or ImageLimits(
-        **{k: v for k, v in ingest_settings.items() if k in ("min_side", "max_pixels")}
-    )
-    settings = {"detector": _name(detector), **thresholds_dict(thresholds), "jpeg_quality": jpeg_quality}
+    limit_names = {f.name for f in fields(ImageLimits)}
+    limits = limits or ImageLimits(**{k: v for k, v in ingest_settings.items() if k in limit_names})
+    settings = {"detector": _name(detector), **settings_dict(thresholds), "jpeg_quality": jpeg_quality}
     process = make_detect_processor(
         detector, thresholds, jpeg_quality=jpeg_quality, limits=limits, batch_size=batch_size
     )
@@ -86,7 +85,7 @@ def run_pose(
 
     ``retry_errors``: afterwards, run the crops of done shards that failed with ``pose_error`` again.
     """
-    settings = {"pose_model": _name(estimator), **vars(thresholds)}
+    settings = {"pose_model": _name(estimator), **settings_dict(thresholds)}
     process = make_pose_processor(estimator, thresholds, batch_size=batch_size)
     return _run(
         work,
@@ -209,7 +208,7 @@ def run_filter(
         selection=selection,
         progress=progress,
         unit="crop",
-        settings=caption_filter.rules.to_dict(),
+        settings=settings_dict(caption_filter.rules),
         max_shards=max_shards,
     )
 

@@ -12,16 +12,19 @@ works):
 
 from __future__ import annotations
 
-import io
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from gadms_utils.cli_types import non_negative_int
+
 from .detection import CROP_SCHEMA
+from .images import open_crop
 from .pretrained import load_pretrained, model_name
+from .settings import option
 from .stage import ShardOutput
 
 __all__ = [
@@ -70,10 +73,10 @@ class PoseThresholds:
         min_head: at least this many visible head points (0-4).
     """
 
-    visibility: float = 0.5
-    min_visible: int = 8
-    min_hips: int = 1
-    min_head: int = 2
+    visibility: float = option(0.5, "keypoint score at which it counts as visible", float)
+    min_visible: int = option(8, "visible keypoints needed (of 17)", non_negative_int)
+    min_hips: int = option(1, "visible hips (11, 12) needed", non_negative_int)
+    min_head: int = option(2, "visible head points (0-4) needed", non_negative_int)
 
 
 def pose_reason(scores: Any, thresholds: PoseThresholds) -> tuple[str | None, int]:
@@ -184,11 +187,6 @@ class UltralyticsPoseEstimator:
         return out
 
 
-def _open_rgb(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
 POSE_SCHEMA = pa.schema(
     list(CROP_SCHEMA)
     + [
@@ -215,7 +213,7 @@ def make_pose_processor(
         crops_bytes = table.column("crop").to_pylist()
         for start in range(0, table.num_rows, batch_size):
             index = list(range(start, min(table.num_rows, start + batch_size)))
-            crops = [_open_rgb(crops_bytes[i]) for i in index]
+            crops = [open_crop(crops_bytes[i]) for i in index]
             try:
                 poses = estimator(crops)
             except Exception as error:
@@ -241,7 +239,3 @@ def make_pose_processor(
         return ShardOutput(kept.cast(POSE_SCHEMA), rejects, table.num_rows)
 
     return process
-
-
-def thresholds_dict(thresholds: PoseThresholds) -> dict[str, Any]:
-    return asdict(thresholds)

@@ -62,20 +62,14 @@ def publish(
 
         api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    upload = {
+        "repo_id": repo_id,
+        "folder_path": str(folder),
+        "repo_type": "dataset",
+        "revision": revision,
+        "allow_patterns": UPLOAD_PATTERNS,
+    }
     if large:
-        return api.upload_large_folder(
-            repo_id=repo_id,
-            folder_path=str(folder),
-            repo_type="dataset",
-            revision=revision,
-            allow_patterns=UPLOAD_PATTERNS,
-        )
+        return api.upload_large_folder(**upload)
     message = commit_message or f"Upload WebPerson export ({len(shards)} parquet shards)"
-    return api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        repo_type="dataset",
-        revision=revision,
-        commit_message=message,
-        allow_patterns=UPLOAD_PATTERNS,
-    )
+    return api.upload_folder(**upload, commit_message=message)

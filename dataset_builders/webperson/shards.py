@@ -32,7 +32,11 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["ShardSelection", "StageStore", "atomic_write_bytes", "parse_shard"]
+__all__ = ["STAGES", "ShardSelection", "StageStore", "atomic_write_bytes", "parse_shard"]
+
+#: The stages that keep shards in the work directory, in pipeline order (``export`` writes a data set
+#: folder after them).
+STAGES = ("ingest", "detect", "pose", "caption", "filter")
 
 _NAME = re.compile(r"^\d{5,}$")
 

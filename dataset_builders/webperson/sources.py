@@ -15,7 +15,6 @@ import os
 import stat
 import tarfile
 import threading
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import pyarrow.parquet as pq
+
+from .retry import TryAgain, retry_call
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -329,23 +330,24 @@ def dataset_source(
 
 
 def _fetch(url: str, timeout: float, retries: int, user_agent: str) -> bytes:
-    last = ""
-    for attempt in range(retries + 1):
+    def attempt(_number: int) -> bytes:
         try:
             request = urllib.request.Request(url, headers={"User-Agent": user_agent})
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.read()
         except urllib.error.HTTPError as error:
-            last = f"HTTP {error.code}"
+            failure = DownloadError("download_failed", f"{url}: HTTP {error.code}")
             if error.code < 500 and error.code != 429:
-                break
+                raise failure from None
+            raise TryAgain(failure) from None
         except (urllib.error.URLError, OSError, ValueError) as error:
-            last = f"{type(error).__name__}: {getattr(error, 'reason', error)}"
+            detail = f"{url}: {type(error).__name__}: {getattr(error, 'reason', error)}"
+            failure = DownloadError("download_failed", detail)
             if isinstance(error, ValueError):
-                break
-        if attempt < retries:
-            time.sleep(min(2.0, 0.2 * 2**attempt))
-    raise DownloadError("download_failed", f"{url}: {last}")
+                raise failure from None
+            raise TryAgain(failure) from None
+
+    return retry_call(attempt, retries=retries, backoff=0.2, max_backoff=2.0)
 
 
 def url_source(

@@ -16,12 +16,10 @@ Errors of one item (an endpoint failure) come back as a :class:`CaptionResult` w
 from __future__ import annotations
 
 import base64
-import io
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
-from PIL import Image
-
+from .images import open_crop
 from .openai_client import EndpointError, OpenAIChatClient
 from .pretrained import load_pretrained, model_name
 
@@ -46,6 +44,8 @@ class CaptionResult:
 
 
 class Captioner(Protocol):
+    """JPEG crops and prompts in, one :class:`CaptionResult` per crop out (``seeds``: per-item sampling)."""
+
     name: str
 
     def caption(self, crops: list[bytes], prompts: list[str], seeds: list[int]) -> list[CaptionResult]: ...
@@ -100,10 +100,6 @@ class OpenAICaptioner:
         return out
 
 
-def _decode(data: bytes) -> Image.Image:
-    return Image.open(io.BytesIO(data)).convert("RGB")
-
-
 class TransformersCaptioner:
     """A transformers image-text-to-text model (e.g. ``Qwen/Qwen2.5-VL-7B-Instruct``) run locally.
 
@@ -156,7 +152,7 @@ class TransformersCaptioner:
     def caption(self, crops: list[bytes], prompts: list[str], seeds: list[int]) -> list[CaptionResult]:
         out: list[CaptionResult] = []
         for start in range(0, len(crops), self.batch_size):
-            images = [_decode(c) for c in crops[start:start + self.batch_size]]
+            images = [open_crop(c) for c in crops[start:start + self.batch_size]]
             batch_prompts = prompts[start:start + self.batch_size]
             conversations = [image_message(im, p) for im, p in zip(images, batch_prompts)]
             inputs = self.processor.apply_chat_template(
