@@ -3,12 +3,14 @@
 - :mod:`retrieval.index`: :class:`GalleryIndex`, the embeddings of a folder of images (build, save, load,
   search);
 - :mod:`retrieval.search`: exact top-k search with torch or FAISS (identical results), :func:`search_text`;
+- :mod:`retrieval.render`: HTML pages of the results (:func:`render_hits_html`) and the shared page skeleton;
 - :mod:`retrieval.explain`: GASS token scores of a caption, rendered for a terminal, HTML or PNG;
 - :mod:`retrieval.cli`: the ``gadms`` command (``index``, ``search``, ``explain``).
 """
 
 from .explain import TokenScores, explain, render_html, render_terminal, save_png
 from .index import GalleryIndex
+from .render import render_hits_html
 from .search import SearchHit, exact_topk, faiss_topk, search_text
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "exact_topk",
     "explain",
     "faiss_topk",
+    "render_hits_html",
     "render_html",
     "render_terminal",
     "save_png",

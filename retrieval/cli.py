@@ -37,7 +37,8 @@ from .index import (
     interrupted_save,
     write_skipped,
 )
-from .search import BACKENDS, FAISS_THRESHOLD, render_hits_html, search_text
+from .render import html_page, render_hits_html
+from .search import BACKENDS, FAISS_THRESHOLD, search_text
 
 __all__ = ["IndexBusyError", "build_parser", "main"]
 
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain_.add_argument("--no-color", action="store_true", help="no ANSI colours in the terminal output")
     explain_.add_argument(
         "--variant", default=None, choices=["paper", "released"],
-        help="GASS variant (default: the model's config)",
+        help="GASS variant (default: that of modeling_gadms.gass.gass_scores)",
     )
     _add_device(explain_)
     explain_.set_defaults(func=run_explain)
@@ -237,11 +238,7 @@ def run_explain(args: argparse.Namespace) -> int:
     if args.html:
         page = Path(args.html)
         page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(
-            '<!doctype html>\n<html><head><meta charset="utf-8"><title>gadms explain</title></head>\n'
-            f"<body>{render_html(scores)}</body></html>\n",
-            encoding="utf-8",
-        )
+        page.write_text(html_page("gadms explain", render_html(scores)), encoding="utf-8")
         print(f"wrote {page}")
     if args.png:
         Path(args.png).parent.mkdir(parents=True, exist_ok=True)

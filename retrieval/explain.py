@@ -1,11 +1,12 @@
 """Which words of a caption drive its match: GASS token scores, rendered for a terminal, HTML, or PNG.
 
-The scores are GA-DMS's Gradient-Attention Similarity Scores (:func:`modeling_gadms.gass.gass_scores`, the
-model's configured variant): for each caption token, in [0, 1], how much it drives the cosine similarity of
-the caption's embedding with a target image embedding. The start-of-text, end-of-text and padding positions
-score 0. The target is the given image; without one, a *neutral image*: the model's embedding of all-zero
-``pixel_values``, i.e. an image of the processor's mean colour everywhere (after mean/std normalisation zero
-is the mean), so that the scores reflect the caption's own emphasis rather than any particular photo.
+The scores are GA-DMS's Gradient-Attention Similarity Scores (:func:`modeling_gadms.gass.gass_scores`, its
+default variant unless one is given): for each caption token, in [0, 1], how much it drives the cosine
+similarity of the caption's embedding with a target image embedding. The start-of-text, end-of-text and
+padding positions score 0. The target is the given image; without one, a *neutral image*: the model's
+embedding of all-zero ``pixel_values``, i.e. an image of the processor's mean colour everywhere (after
+mean/std normalisation zero is the mean), so that the scores reflect the caption's own emphasis rather
+than any particular photo.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def explain(
         processor: its processor (tokenizer and image preprocessing).
         text: the caption (truncated to the model's context like any caption).
         image: a PIL image, an image path, or ``None`` for the neutral image.
-        variant: ``"paper"`` or ``"released"`` GASS; default: the model's ``config.gass_variant``.
+        variant: ``"paper"`` or ``"released"`` GASS; default: :func:`~modeling_gadms.gass.gass_scores`' own.
 
     Returns:
         The tokens from start- to end-of-text with their scores, and the caption-image cosine similarity
@@ -96,7 +97,8 @@ def explain(
         text_embeds = embed_texts(model, processor, [text], progress=False)
         similarity = float(F.cosine_similarity(text_embeds, image_embeds.cpu(), dim=-1)[0])
     with eval_mode(model):
-        scores = gass_scores(model, input_ids, image_embeds, variant=variant)[0]
+        options = {} if variant is None else {"variant": variant}  # None: gass_scores' own default
+        scores = gass_scores(model, input_ids, image_embeds, **options)[0]
     end = int(eos_positions(input_ids, model.config.text_config.eos_token_id)[0]) + 1
     tokenizer = getattr(processor, "tokenizer", processor)
     ids = input_ids[0, :end].tolist()

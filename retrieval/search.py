@@ -26,17 +26,16 @@ Candidates are each backend's best ``k +`` :data:`CANDIDATE_EXTRA`, extended by 
 FAISS range search) when near-ties run past them.
 
 ``k`` larger than the gallery returns every row (``min(k, N)`` columns).
+
+Result pages (HTML) are rendered by :mod:`retrieval.render`.
 """
 
 from __future__ import annotations
 
-import html
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +54,6 @@ __all__ = [
     "exact_topk",
     "faiss_topk",
     "import_faiss",
-    "render_hits_html",
     "resolve_backend",
     "search_text",
 ]
@@ -359,46 +357,3 @@ def search_text(
         for rank, (score, i) in enumerate(zip(scores[0].tolist(), indices[0].tolist()), start=1)
     ]
 
-
-_PAGE_STYLE = (
-    "body{font-family:sans-serif;margin:1.5em}h1{font-size:1.3em}"
-    ".grid{display:flex;flex-wrap:wrap;gap:12px}"
-    "figure{margin:0;width:140px;text-align:center;font-size:.85em;word-break:break-all}"
-    "img{width:128px;height:256px;object-fit:contain;background:#eee;border:1px solid #ccc}"
-)
-
-
-def render_hits_html(
-    hits: list[SearchHit], query: str, *, relative_to: str | os.PathLike | None = None
-) -> str:
-    """A self-contained HTML page: the query and a grid of the hits' images, each captioned with its rank,
-    score and file name.
-
-    Image sources are paths relative to ``relative_to`` (the folder the page will be saved in) when given
-    and possible, ``file://`` URIs otherwise.
-    """
-    cells = []
-    for hit in hits:
-        cells.append(
-            f'<figure><img src="{html.escape(_image_src(hit.path, relative_to))}" '
-            f'alt="{html.escape(hit.path.name)}" loading="lazy">'
-            f"<figcaption><b>#{hit.rank}</b> {hit.score:.4f}<br>"
-            f'<span title="{html.escape(str(hit.path))}">{html.escape(hit.path.name)}</span>'
-            "</figcaption></figure>"
-        )
-    title = html.escape(query)
-    return (
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\">"
-        f"<title>gadms search: {title}</title><style>{_PAGE_STYLE}</style></head>\n<body>"
-        f"<h1>{title}</h1><p>{len(hits)} results, best first (cosine similarity)</p>\n"
-        f'<div class="grid">{"".join(cells)}</div>\n</body></html>\n'
-    )
-
-
-def _image_src(path: Path, relative_to: str | os.PathLike | None) -> str:
-    if relative_to is not None:
-        try:
-            return quote(Path(os.path.relpath(path, relative_to)).as_posix())
-        except ValueError:  # another drive (Windows)
-            pass
-    return path.resolve().as_uri()

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sys
+from html import escape as html_escape
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,10 @@ from retrieval.index import (
     read_skipped,
     write_skipped,
 )
+from retrieval.render import html_page, render_hits_html
 from retrieval.search import (
     CANDIDATE_EXTRA,
+    SearchHit,
     build_faiss_index,
     describe_faiss_index,
     exact_topk,
@@ -485,6 +488,21 @@ def test_search_cli_matches_bruteforce_and_writes_html(built_index, model_and_pr
     assert f"<b>#1</b> {lines[0][1]}" in page
 
 
+def test_render_hits_html_escapes_and_links_images(tmp_path):
+    odd = tmp_path / "imgs" / 'a <b> & "c".jpg'
+    hits = [SearchHit(rank=1, score=0.5, path=odd), SearchHit(rank=2, score=0.25, path=tmp_path / "y.png")]
+    page = render_hits_html(hits, 'red <coat> & "bag"', relative_to=tmp_path / "pages")
+    assert page.startswith("<!doctype html>") and page.endswith("</body></html>\n")
+    assert "<title>gadms search: red &lt;coat&gt; &amp; &quot;bag&quot;</title>" in page
+    assert page.count("<img ") == 2 and "2 results, best first" in page
+    assert 'src="../imgs/a%20%3Cb%3E%20%26%20%22c%22.jpg"' in page and "<b>#1</b> 0.5000" in page
+    absolute = render_hits_html(hits, "q")  # no page folder: file:// URIs
+    assert f'src="{html_escape((tmp_path / "y.png").as_uri())}"' in absolute
+    assert html_page("t <x>", "<p>body</p>") == (
+        '<!doctype html>\n<html><head><meta charset="utf-8"><title>t &lt;x&gt;</title></head>\n'
+        "<body><p>body</p></body></html>\n"
+    )
+
 def _direct_gass(model, processor, caption, image_embeds):
     from modeling_gadms.gass import gass_scores
 
@@ -514,7 +532,9 @@ def test_explain_cli_matches_gass_scores(tiny_gadms_dir, images_dir, model_and_p
     assert expected[0] == 0 and expected[-1] == 0 and max(expected) > 0
     similarity = float(printed.split("similarity")[1].split()[0])
     assert similarity == pytest.approx(F.cosine_similarity(text_embeds, image_embeds).item(), abs=1e-4)
-    assert html.read_text().count('class="gadms-token"') == len(tokens)
+    page = html.read_text()
+    assert page.startswith("<!doctype html>") and "<title>gadms explain</title>" in page
+    assert page.count('class="gadms-token"') == len(tokens)
     with Image.open(png) as drawn:
         assert drawn.format == "PNG" and drawn.width > 100 and drawn.height > 20
         drawn.verify()

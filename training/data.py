@@ -169,15 +169,42 @@ class EpochSampler(Sampler):
         return iter(torch.randperm(self.length, generator=generator).tolist())
 
 
-def load_training_table(source: str, split: str = "train"):
-    """A WebPerson-schema split: a hub id or local folder (`load_dataset`), or parquet file(s) / a glob."""
-    from datasets import load_dataset
-
+def _is_parquet_files(source: str) -> bool:
+    """Whether `source` names parquet file(s) / a glob (one split) rather than a hub id or local folder; a
+    local file that is not a .parquet file raises `ValueError`."""
     if source.endswith(".parquet") or "*" in source:
-        return load_dataset("parquet", data_files=source, split="train")
+        return True
     path = Path(source)
     if path.exists() and not path.is_dir():
         raise ValueError(f"training data {source!r} is a file but not a .parquet file")
+    return False
+
+
+def available_splits(source: str) -> list[str]:
+    """The names of the splits `source` holds: `["train"]` for parquet file(s) / a glob (there is only the one
+    split), else the data set's own (`datasets.get_dataset_split_names`: a local folder's data files or
+    README `configs`, a hub data set's). A source that cannot be read raises its own error."""
+    if _is_parquet_files(source):
+        return ["train"]
+    from datasets import get_dataset_split_names
+
+    return list(get_dataset_split_names(source))
+
+
+def has_split(source: str, split: str) -> bool:
+    """Whether `source` holds every split that the split spec `split` names (`"validation"`, or with
+    `datasets`' slicing and concatenation, e.g. `"validation[:10%]+test"`); see `available_splits`."""
+    wanted = {part.split("[", 1)[0].strip() for part in split.split("+")}
+    return wanted <= set(available_splits(source))
+
+
+def load_training_table(source: str, split: str = "train"):
+    """A WebPerson-schema split: a hub id or local folder (`load_dataset`), or parquet file(s) / a glob (their
+    one split, whatever `split` says)."""
+    from datasets import load_dataset
+
+    if _is_parquet_files(source):
+        return load_dataset("parquet", data_files=source, split="train")
     return load_dataset(source, split=split)
 
 
@@ -185,6 +212,8 @@ __all__ = [
     "CaptionSamples",
     "Collator",
     "EpochSampler",
+    "available_splits",
+    "has_split",
     "load_image",
     "load_training_table",
     "training_transform",

@@ -15,25 +15,25 @@ if __package__ in (None, ""):  # `python training/pretrain.py` / `accelerate lau
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.cli import build_parser, parse, run  # noqa: E402
-from training.data import CaptionSamples, load_training_table, transform_for  # noqa: E402
+from training.data import CaptionSamples, has_split, load_training_table, transform_for  # noqa: E402
 from training.trainer import Trainer, TrainingSetupError, build_model  # noqa: E402
 from training.validation import webperson_view  # noqa: E402
 
 
 def retrieval_split(config, split: str | None):
-    """The evaluation view of a split: the WebPerson data's own, or a benchmark's when `benchmark` is set."""
+    """The evaluation view of a split: the WebPerson data's own, or a benchmark's when `benchmark` is set.
+
+    `None` when `split` is unset, or when the WebPerson data has no such split (see `training.data.has_split`:
+    parquet files hold only `train`); data that cannot be read raises its own error."""
     if not split:
         return None
     if config.benchmark:
         from evaluation import load_retrieval_split
 
         return load_retrieval_split(config.benchmark, config.data_root, split=split)
-    try:
-        return webperson_view(load_training_table(config.data, split))
-    except ValueError as error:  # the data has no such split
-        if "split" in str(error).lower():
-            return None
-        raise
+    if not has_split(config.data, split):  # e.g. no `validation` split: train without that evaluation
+        return None
+    return webperson_view(load_training_table(config.data, split))
 
 
 def main(argv=None) -> dict:
