@@ -79,6 +79,7 @@ def main(argv=None) -> dict:
 def run(args, workdir: Path) -> dict:
     import datasets
     import torch
+    import torch.nn.functional as F
     from torch.utils.data import DataLoader
 
     from dataset_builders.synthetic import SyntheticPersonConfig, write_webperson
@@ -128,8 +129,9 @@ def run(args, workdir: Path) -> dict:
         return images / (time.perf_counter() - start)
 
     model.train()
-    if config.objective == "gadms":
-        model.attach_score_bank(ScoreBank.from_config(model.config, num_samples=len(samples)))
+    bank = None
+    if config.objective == "gadms":  # the trainer's bank, read before and written after each step
+        bank = ScoreBank.from_config(model.config, num_samples=len(samples), objective=model.objective)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
                                  betas=tuple(config.adam_betas), eps=config.adam_eps,
                                  weight_decay=config.weight_decay)
@@ -148,7 +150,11 @@ def run(args, workdir: Path) -> dict:
         batch = batches[index % len(batches)]
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        out = model(**batch, objective=config.objective, generator=masks)
+        index = batch["sample_index"]
+        inputs = {k: v for k, v in batch.items() if k != "sample_index"}
+        out = model(**inputs, token_scores=bank.get(index) if bank is not None else None, generator=masks)
+        if bank is not None:
+            bank.update(index, F.pad(out.token_scores, (0, bank.seq_len - out.token_scores.shape[1])))
         out.loss.backward()
         if config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)

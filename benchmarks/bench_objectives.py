@@ -1,4 +1,4 @@
-"""One optimizer step of `objective="gadms"` vs `objective="irra"` on the same ViT-B/16-shaped model.
+"""One optimizer step of the `gadms` vs the `irra` recipe of `GADMSForPreTraining` on the same ViT-B/16 model.
 
 Random weights, 384x128 input, batch 8, CPU, Adam. Both objectives run in one process with interleaved
 repetitions (the order alternates); each figure is the median over repetitions after one warm-up step each.
@@ -18,7 +18,7 @@ import time
 import torch
 
 import modeling_gadms.objectives as objectives
-from modeling_gadms import GADMSConfig, GADMSModel
+from modeling_gadms import GADMSConfig, GADMSForPreTraining, GADMSObjectiveConfig
 
 
 def main() -> None:
@@ -28,7 +28,8 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    model = GADMSModel(GADMSConfig()).train()  # ViT-B/16 at 384x128, CLIP text tower, 4-layer decoder
+    model = GADMSForPreTraining(GADMSConfig()).train()  # ViT-B/16 at 384x128, CLIP text tower, 4-layer decoder
+    recipes = {name: GADMSObjectiveConfig(recipe=name) for name in ("gadms", "irra")}
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5, eps=1e-3, weight_decay=4e-5)
     batch = args.batch
     ids = torch.randint(1, 49405, (batch, 77))
@@ -54,7 +55,8 @@ def main() -> None:
     def step(objective: str) -> float:
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        out = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, person_ids=person_ids, objective=objective)
+        model.objective = recipes[objective]
+        out = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, person_ids=person_ids)
         out.loss.backward()
         optimizer.step()
         return time.perf_counter() - start

@@ -1,6 +1,6 @@
 """GA-DMS pretraining step throughput and peak memory on one GPU, and the GA-DMS / IRRA step ratio.
 
-One optimizer step = forward of `GADMSModel(..., objective=...)`, backward, `torch.optim.Adam` step, as the
+One optimizer step = forward of `GADMSForPreTraining` (the recipe's objective), backward, `torch.optim.Adam` step, as the
 trainer does it. The GA-DMS step reads and writes a GASS score bank kept on the CPU (as in
 `training/trainer.py`). Default: `GADMSConfig()` (CLIP ViT-B/16 at 384x128, random weights), batch 128,
 CUDA, bf16 autocast over fp32 weights (what `mixed_precision: bf16` does through accelerate). Random
@@ -83,7 +83,7 @@ def _sync(device: torch.device) -> None:
 
 
 def run(args) -> dict:
-    from modeling_gadms import GADMSConfig, GADMSModel, ScoreBank
+    from modeling_gadms import GADMSConfig, GADMSForPreTraining, GADMSObjectiveConfig, ScoreBank
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -93,14 +93,14 @@ def run(args) -> dict:
 
     torch.manual_seed(args.seed)
     config = GADMSConfig.tiny() if args.tiny else GADMSConfig()
-    model = GADMSModel(config).to(device).train()
+    model = GADMSForPreTraining(config).to(device).train()
+    recipes = {name: GADMSObjectiveConfig(recipe=name) for name in ("gadms", "irra")}
     if args.activation_checkpointing:
         enable = (getattr(model, "activation_checkpointing_enable", None)
                   or model.gradient_checkpointing_enable)
         enable()
     # the trainer's score bank (CPU, float16) over a few batches' worth of samples, visited in turn
     bank = ScoreBank.from_config(config, num_samples=4 * args.batch)
-    model.attach_score_bank(bank)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5, betas=(0.9, 0.999), eps=1e-3, weight_decay=4e-5)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     data_generator = torch.Generator().manual_seed(args.seed)
@@ -122,8 +122,11 @@ def run(args) -> dict:
         _sync(device)
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
+        model.objective = recipes[objective]
         with autocast():
-            out = model(**batch, sample_index=sample_index, objective=objective, generator=masks)
+            out = model(**batch, token_scores=bank.get(sample_index), generator=masks)
+        if out.token_scores is not None:  # the trainer writes the new scores back
+            bank.update(sample_index.cpu(), out.token_scores.float().cpu())
         if scaler is not None:
             scaler.scale(out.loss).backward()
             scaler.step(optimizer)

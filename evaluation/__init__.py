@@ -1,6 +1,6 @@
 """Evaluation of text-to-person retrieval: the field's metrics, benchmark loaders, batched embedding.
 
-- :func:`retrieval_metrics` (and friends in :mod:`evaluation.metrics`): R@K / mAP / mINP by the SPEC
+- :func:`retrieval_metrics` (and friends in :mod:`evaluation.metrics`): R@K / mAP / mINP by the protocol of docs/method.md section 7
   protocol, chunked (memory ``O(chunk x gallery)``), CPU or GPU.
 - :mod:`evaluation.benchmarks`: CUHK-PEDES, ICFG-PEDES, RSTPReid and UFine6926 as ``datasets`` objects.
 - :mod:`evaluation.embedding`: embed images / captions with any model exposing ``get_image_features`` /

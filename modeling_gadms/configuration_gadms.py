@@ -1,11 +1,15 @@
-"""GA-DMS model configuration."""
+"""GA-DMS configurations: the model ([`GADMSConfig`]) and the training objective ([`GADMSObjectiveConfig`])."""
 
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from transformers import CLIPTextConfig, CLIPVisionConfig, PreTrainedConfig
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 GASS_VARIANTS = ("paper", "released")
 
@@ -36,11 +40,14 @@ DEFAULT_TEXT_CONFIG: dict[str, Any] = {
     "eos_token_id": 49407,
 }
 
-# Values that differ between the paper and the released code (SPEC sections 3, 5).
+# Objective settings that differ between the paper and the released code (docs/method.md sections 3, 5).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"gass_variant": "paper", "mtp_loss_weight": 0.4},
     "released": {"gass_variant": "released", "mtp_loss_weight": 0.3},
 }
+RECIPES = ("gadms", "irra")
+#: GASS uses the last 8 text layers of 12 (the paper); a shallower tower uses all of its layers.
+DEFAULT_GASS_LAYERS = 8
 
 
 def image_size_hw(image_size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
@@ -63,11 +70,11 @@ def _with_defaults(given: Any, defaults: dict[str, Any]) -> Any:
 
 class GADMSConfig(PreTrainedConfig):
     r"""
-    Configuration of a [`GADMSModel`]: a CLIP dual encoder for text-to-person retrieval plus the settings of the
-    GA-DMS training objectives (gradient-attention similarity scores, dual masking, SDM / MTP / ID losses).
+    Configuration of a [`GADMSModel`] (the CLIP dual encoder for text-to-person retrieval) and of the heads that
+    [`GADMSForPreTraining`] adds for training (the masked-token-prediction decoder and the identity classifier).
 
-    The defaults are the CLIP ViT-B/16 architecture at 384x128 input with the `paper` preset. Use
-    [`GADMSConfig.from_preset`] for the `released` values (those of the authors' code).
+    The defaults are the CLIP ViT-B/16 architecture at 384x128 input. The settings of the training objective
+    (GASS, dual masking, loss weights) are not part of the model: they live in [`GADMSObjectiveConfig`].
 
     Args:
         text_config (`dict` or `CLIPTextConfig`, *optional*):
@@ -82,37 +89,22 @@ class GADMSConfig(PreTrainedConfig):
         initializer_factor (`float`, defaults to 1.0):
             Scale of every initialisation standard deviation.
         decoder_layers (`int`, defaults to 4) and decoder_heads (`int`, defaults to 8):
-            The masked-token-prediction decoder: one cross-attention block then `decoder_layers` transformer
-            layers of width `projection_dim`.
+            The masked-token-prediction decoder of [`GADMSForPreTraining`]: one cross-attention block then
+            `decoder_layers` transformer layers of width `projection_dim`.
         num_identities (`int`, defaults to 0):
             Number of training identities of the identity classifier used in fine-tuning (0: no classifier).
-        gass_layers (`int`, defaults to 8):
-            GASS uses the last `gass_layers` text layers.
-        gass_scales (`list[int]`, defaults to `[1, 2]`):
-            Window sizes of the multi-scale pooling of GASS.
-        gass_variant (`str`, defaults to `"paper"`):
-            `"paper"` (the paper's formulation) or `"released"` (the authors' code, for reproduction).
-        mask_alpha_noise (`float`, 0.2), mask_alpha_informative (`float`, 0.3):
-            Maximum masking probability of the noise view and of the informative (MTP) view.
-        mask_lambda (`float`, 20), mask_gamma_noise (`float`, 0.9), mask_gamma_informative (`float`, 0.1):
-            Steepness and centres of the two sigmoid masking curves.
-        initial_token_score (`float`, 0.85):
-            The score every token has before its sample is first visited.
-        mask_replace_prob (`float`, 0.8), mask_random_prob (`float`, 0.1):
-            BERT-style replacement of a chosen token: mask token, random token, otherwise unchanged.
-        mlm_probability (`float`, 0.15):
-            Masking rate of the random MLM of the fine-tuning recipe.
-        sdm_loss_weight, mtp_loss_weight, id_loss_weight, mlm_loss_weight (`float`):
-            Loss weights; `mtp_loss_weight` is the paper's beta (0.4 paper, 0.3 released).
         mask_token_id (`int`, defaults to 49405):
             Id of `<|mask|>` in the text vocabulary.
+
+    A `config.json` of an earlier version that still holds objective settings (`gass_variant`,
+    `mtp_loss_weight`, ...) loads; the settings are dropped with a warning that says where they live now.
 
     Example:
 
     ```python
     >>> from modeling_gadms import GADMSConfig, GADMSModel
-    >>> config = GADMSConfig.from_preset("released")
-    >>> model = GADMSModel(config)  # randomly initialised ViT-B/16 GA-DMS
+    >>> config = GADMSConfig()
+    >>> model = GADMSModel(config)  # randomly initialised ViT-B/16 GA-DMS dual encoder
     ```
     """
 
@@ -129,40 +121,21 @@ class GADMSConfig(PreTrainedConfig):
     decoder_heads: int = 8
     num_identities: int = 0
 
-    gass_layers: int = 8
-    gass_scales: list[int] | tuple[int, ...] = (1, 2)
-    gass_variant: str = "paper"
-
-    mask_alpha_noise: float = 0.2
-    mask_alpha_informative: float = 0.3
-    mask_lambda: float = 20.0
-    mask_gamma_noise: float = 0.9
-    mask_gamma_informative: float = 0.1
-    initial_token_score: float = 0.85
-    mask_replace_prob: float = 0.8
-    mask_random_prob: float = 0.1
-    mlm_probability: float = 0.15
-
-    sdm_loss_weight: float = 1.0
-    mtp_loss_weight: float = 0.4
-    id_loss_weight: float = 1.0
-    mlm_loss_weight: float = 1.0
-
     mask_token_id: int = 49405
 
     def __post_init__(self, **kwargs):
+        moved = {key: kwargs.pop(key) for key in list(kwargs) if key in OBJECTIVE_FIELDS}
+        if moved:
+            logger.warning(
+                "this GA-DMS config holds training-objective settings %s, which are no longer part of the model "
+                "config: they are ignored here. Set them in training with `objective_preset` / "
+                "`objective_overrides` (GADMSObjectiveConfig); see docs/method.md section 6",
+                ", ".join(f"{key}={value!r}" for key, value in moved.items()),
+            )
         self.text_config = _with_defaults(self.text_config, DEFAULT_TEXT_CONFIG)
         self.vision_config = _with_defaults(self.vision_config, DEFAULT_VISION_CONFIG)
         super().__post_init__(**kwargs)
-        self.gass_scales = [int(s) for s in self.gass_scales]
-        self._check()
-
-    @classmethod
-    def from_preset(cls, name: str, **kwargs) -> "GADMSConfig":
-        """Build a config from a named preset (`"paper"` or `"released"`); keyword arguments override it."""
-        if name not in PRESETS:
-            raise ValueError(f"Unknown GA-DMS preset {name!r}; choose one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **kwargs})
+        self.check()
 
     @classmethod
     def tiny(cls, vocab_size: int = 49408, image_size: tuple[int, int] = (64, 32), **kwargs) -> "GADMSConfig":
@@ -185,7 +158,6 @@ class GADMSConfig(PreTrainedConfig):
             "projection_dim": 32,
             "decoder_layers": 1,
             "decoder_heads": 4,
-            "gass_layers": 2,
             "mask_token_id": vocab_size - 3,
         }
         return cls(**{**defaults, **kwargs})
@@ -200,8 +172,9 @@ class GADMSConfig(PreTrainedConfig):
         """Multiplier of the cosine similarity: `1 / temperature`."""
         return 1.0 / self.temperature
 
-    def _check(self) -> None:
-        """Raise a `ValueError` naming the first invalid field."""
+    def check(self) -> None:
+        """Raise a `ValueError` naming the first invalid field (run on construction; call it again after
+        changing fields in place)."""
         height, width = self.image_size
         patch = self.vision_config.patch_size
         if not isinstance(patch, int):
@@ -210,18 +183,82 @@ class GADMSConfig(PreTrainedConfig):
             raise ValueError(
                 f"vision_config.image_size {height}x{width} (height x width) is not divisible by the patch size {patch}"
             )
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.decoder_layers < 0 or self.decoder_heads < 1 or self.projection_dim % self.decoder_heads:
+            raise ValueError(
+                f"projection_dim ({self.projection_dim}) must be divisible by decoder_heads ({self.decoder_heads}) "
+                f"and decoder_layers ({self.decoder_layers}) must be >= 0"
+            )
+        if self.num_identities < 0:
+            raise ValueError(f"num_identities must be >= 0, got {self.num_identities}")
+        if not 0 <= self.mask_token_id < self.text_config.vocab_size:
+            raise ValueError(
+                f"mask_token_id {self.mask_token_id} is outside the text vocabulary "
+                f"(vocab_size {self.text_config.vocab_size})"
+            )
+
+
+@dataclass
+class GADMSObjectiveConfig:
+    r"""
+    Settings of the training objective: which recipe, GASS, the dual-masking curves, the MLM of fine-tuning and
+    the loss weights (docs/method.md sections 3-6). Not part of the model: the training configuration carries
+    them (`objective`, `objective_preset`, `objective_overrides`), and the model's `config.json` never does.
+
+    The defaults are the paper's (`from_preset("paper")`); `from_preset("released")` gives the values of the
+    authors' code.
+
+    Args:
+        recipe (`str`, defaults to `"gadms"`): `"gadms"` (pretraining: dual masking, SDM on the noise view, MTP
+            on the informative view, new GASS scores) or `"irra"` (fine-tuning and baseline: SDM on the clean
+            caption, identity loss, random MLM).
+        gass_variant (`str`, `"paper"`): `"paper"` (the paper's formulation) or `"released"` (the authors' code).
+        gass_layers (`int`, *optional*): GASS uses the last `gass_layers` text layers; `None` is 8 (the paper's
+            choice for a 12-layer tower), or every layer of a shallower tower.
+        gass_scales (`tuple[int]`, `(1, 2)`): window sizes of the multi-scale pooling of GASS.
+        mask_alpha_noise (0.2), mask_alpha_informative (0.3): maximum masking probability of the noise view and
+            of the informative (MTP) view.
+        mask_lambda (20), mask_gamma_noise (0.9), mask_gamma_informative (0.1): steepness and centres of the two
+            sigmoid masking curves.
+        initial_token_score (0.85): the score of every token before its sample is first visited.
+        mask_replace_prob (0.8), mask_random_prob (0.1): BERT-style replacement of a chosen token: mask token,
+            random token, otherwise unchanged.
+        mlm_probability (0.15): masking rate of the random MLM of the `irra` recipe.
+        sdm_loss_weight, mtp_loss_weight, id_loss_weight, mlm_loss_weight: loss weights; `mtp_loss_weight` is
+            the paper's beta (0.4 paper, 0.3 released).
+    """
+
+    recipe: str = "gadms"
+    gass_variant: str = "paper"
+    gass_layers: int | None = None
+    gass_scales: tuple[int, ...] = (1, 2)
+    mask_alpha_noise: float = 0.2
+    mask_alpha_informative: float = 0.3
+    mask_lambda: float = 20.0
+    mask_gamma_noise: float = 0.9
+    mask_gamma_informative: float = 0.1
+    initial_token_score: float = 0.85
+    mask_replace_prob: float = 0.8
+    mask_random_prob: float = 0.1
+    mlm_probability: float = 0.15
+    sdm_loss_weight: float = 1.0
+    mtp_loss_weight: float = 0.4
+    id_loss_weight: float = 1.0
+    mlm_loss_weight: float = 1.0
+
+    def __post_init__(self):
+        self.gass_scales = tuple(int(s) for s in self.gass_scales)
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
         if self.gass_variant not in GASS_VARIANTS:
             raise ValueError(f"gass_variant must be one of {GASS_VARIANTS}, got {self.gass_variant!r}")
-        for name in (
-            "mask_alpha_noise",
-            "mask_alpha_informative",
-            "mask_gamma_noise",
-            "mask_gamma_informative",
-            "initial_token_score",
-            "mask_replace_prob",
-            "mask_random_prob",
-            "mlm_probability",
-        ):
+        if self.gass_layers is not None and int(self.gass_layers) < 1:
+            raise ValueError(f"gass_layers must be >= 1 (or None for the default), got {self.gass_layers}")
+        if not self.gass_scales or any(s < 1 for s in self.gass_scales):
+            raise ValueError(f"gass_scales must be a non-empty list of positive window sizes, got {self.gass_scales}")
+        for name in ("mask_alpha_noise", "mask_alpha_informative", "mask_gamma_noise", "mask_gamma_informative",
+                     "initial_token_score", "mask_replace_prob", "mask_random_prob", "mlm_probability"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is a probability and must lie in [0, 1], got {value}")
@@ -230,30 +267,36 @@ class GADMSConfig(PreTrainedConfig):
                 f"mask_replace_prob + mask_random_prob must not exceed 1, got "
                 f"{self.mask_replace_prob} + {self.mask_random_prob}"
             )
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if not 1 <= self.gass_layers <= self.text_config.num_hidden_layers:
-            raise ValueError(
-                f"gass_layers must lie in [1, {self.text_config.num_hidden_layers}] (the text layers), "
-                f"got {self.gass_layers}"
-            )
-        if not self.gass_scales or any(s < 1 for s in self.gass_scales):
-            raise ValueError(f"gass_scales must be a non-empty list of positive window sizes, got {self.gass_scales}")
-        if self.decoder_layers < 0 or self.decoder_heads < 1 or self.projection_dim % self.decoder_heads:
-            raise ValueError(
-                f"projection_dim ({self.projection_dim}) must be divisible by decoder_heads ({self.decoder_heads}) "
-                f"and decoder_layers ({self.decoder_layers}) must be >= 0"
-            )
-        if self.num_identities < 0:
-            raise ValueError(f"num_identities must be >= 0, got {self.num_identities}")
         for name in ("sdm_loss_weight", "mtp_loss_weight", "id_loss_weight", "mlm_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.mask_token_id < self.text_config.vocab_size:
-            raise ValueError(
-                f"mask_token_id {self.mask_token_id} is outside the text vocabulary "
-                f"(vocab_size {self.text_config.vocab_size})"
-            )
+
+    @classmethod
+    def from_preset(cls, name: str = "paper", **overrides) -> "GADMSObjectiveConfig":
+        """The settings of a named preset (`"paper"` or `"released"`); keyword arguments override them."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown GA-DMS preset {name!r}; choose one of {sorted(PRESETS)}")
+        unknown = sorted(set(overrides) - set(OBJECTIVE_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown objective settings {unknown}; valid: {sorted(OBJECTIVE_FIELDS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def num_gass_layers(self, text_layers: int) -> int:
+        """The number of text layers GASS uses in a tower of `text_layers` layers (checked)."""
+        layers = self.gass_layers if self.gass_layers is not None else min(DEFAULT_GASS_LAYERS, text_layers)
+        if not 1 <= layers <= text_layers:
+            raise ValueError(f"gass_layers must lie in [1, {text_layers}] (the text layers), got {layers}")
+        return int(layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict (YAML / JSON friendly)."""
+        values = asdict(self)
+        values["gass_scales"] = list(self.gass_scales)
+        return values
 
 
-__all__ = ["GADMSConfig", "PRESETS", "image_size_hw"]
+#: The names of the objective settings (the fields of [`GADMSObjectiveConfig`]).
+OBJECTIVE_FIELDS = tuple(f.name for f in fields(GADMSObjectiveConfig))
+
+
+__all__ = ["GADMSConfig", "GADMSObjectiveConfig", "OBJECTIVE_FIELDS", "PRESETS", "RECIPES", "image_size_hw"]

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from transformers import CLIPModel
 
-from .configuration_gadms import PRESETS, GADMSConfig, image_size_hw
-from .modeling_gadms import GADMSModel, resize_position_embedding
+from .configuration_gadms import GADMSConfig, image_size_hw
+from .modeling_gadms import GADMSForPreTraining, GADMSModel, resize_position_embedding
 from .processing_gadms import GADMSProcessor, person_image_processor
 from .tokenization import (
     CLIP_NUM_MERGES,
@@ -302,7 +302,9 @@ def released_to_gadms_state_dict(
 
 
 def gadms_to_released_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The inverse of [`released_to_gadms_state_dict`] (at the model's own position grid)."""
+    """The inverse of [`released_to_gadms_state_dict`] (at the model's own position grid); takes the state dict
+    of a [`GADMSForPreTraining`] (or its flat form, encoder keys without the `gadms.` prefix)."""
+    state_dict = {key.removeprefix("gadms."): value for key, value in state_dict.items()}
     out = {RELEASED_PREFIX + k: v for k, v in gadms_to_openai_state_dict(state_dict).items()}
     out.update(gadms_to_openai_state_dict(state_dict, towers=_DECODER_TOWER, top_level=False))
     for key, value in state_dict.items():
@@ -314,7 +316,7 @@ def gadms_to_released_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[st
 
 
 def gadms_config_from_released(
-    state_dict: dict[str, torch.Tensor], image_size=(384, 128), preset: str = "released", **config_kwargs
+    state_dict: dict[str, torch.Tensor], image_size=(384, 128), **config_kwargs
 ) -> GADMSConfig:
     """A [`GADMSConfig`] for a released checkpoint: the CLIP architecture, decoder depth, classifier size."""
     if "cross_attn.in_proj_weight" not in state_dict:
@@ -322,7 +324,6 @@ def gadms_config_from_released(
     clip = {k[len(RELEASED_PREFIX):]: v for k, v in state_dict.items() if k.startswith(RELEASED_PREFIX)}
     width = state_dict["cross_attn.in_proj_weight"].shape[1]
     defaults = {
-        **PRESETS[preset],
         "decoder_layers": _count_blocks(state_dict, "cross_modal_transformer.resblocks."),
         "decoder_heads": max(width // 64, 1),
         "num_identities": state_dict["classifier.weight"].shape[0] if "classifier.weight" in state_dict else 0,
@@ -332,26 +333,26 @@ def gadms_config_from_released(
 
 def convert_released_state_dict(
     state_dict: dict[str, torch.Tensor], image_size=(384, 128), source_image_size=None, **config_kwargs
-) -> GADMSModel:
-    """Build a [`GADMSModel`] (decoder and classifier included) from a released GA-DMS / IRRA / NAM state dict."""
+) -> GADMSForPreTraining:
+    """Build a [`GADMSForPreTraining`] (the dual encoder, the MTP decoder and the classifier) from a released
+    GA-DMS / IRRA / NAM state dict."""
     config = gadms_config_from_released(state_dict, image_size=image_size, **config_kwargs)
     converted = released_to_gadms_state_dict(state_dict, config, source_image_size=source_image_size)
-    return load_into(GADMSModel(config), converted, "released checkpoint", fresh=())
+    return load_into(GADMSForPreTraining(config), converted, "released checkpoint")
 
 
-# Training heads that a CLIP checkpoint does not have; they keep their fresh initialisation.
+#: The training heads of [`GADMSForPreTraining`]; every other converted key belongs to its dual encoder.
 TRAINING_HEADS = ("mtp_decoder.", "classifier.")
 
 
-def load_into(
-    model: GADMSModel, state_dict: dict[str, torch.Tensor], source: str, fresh: tuple[str, ...] = TRAINING_HEADS
-) -> GADMSModel:
-    """Load converted weights, raising a [`ConversionError`] that lists every missing or unexpected key.
-
-    Keys under the `fresh` prefixes may be absent: those modules keep their initialisation.
-    """
+def load_into(model, state_dict: dict[str, torch.Tensor], source: str):
+    """Load converted weights (keys of the dual encoder, plus `mtp_decoder.` / `classifier.` keys for a
+    [`GADMSForPreTraining`]), raising a [`ConversionError`] that lists every missing or unexpected key."""
+    if isinstance(model, GADMSForPreTraining):
+        prefix = f"{model.base_model_prefix}."
+        state_dict = {(k if k.startswith(TRAINING_HEADS) else prefix + k): v for k, v in state_dict.items()}
     expected = model.state_dict()
-    missing = sorted(k for k in set(expected) - set(state_dict) if not k.startswith(fresh))
+    missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
         raise ConversionError(f"{source}: missing keys {missing}; unexpected keys {unexpected}")
@@ -388,7 +389,6 @@ def convert_clip_model(clip: CLIPModel, image_size=None, **config_kwargs) -> GAD
         "vision_config": vision,
         "projection_dim": clip.config.projection_dim,
         "mask_token_id": vocab - 3,
-        "gass_layers": min(8, text["num_hidden_layers"]),
     }
     config = GADMSConfig(**{**defaults, **config_kwargs})
     state = {k: v for k, v in clip.state_dict().items() if k != "logit_scale"}
@@ -455,7 +455,13 @@ def convert_pickled_directory(input_dir: str | Path, output_dir: str | Path) -> 
         raise FileNotFoundError(f"model folder not found: {input_dir}")
     if Path(output_dir).resolve() == input_dir.resolve():
         raise ConversionError("write the converted model to a new folder, not over the pickled one")
-    model = GADMSModel.from_pretrained(input_dir, use_safetensors=False)
+    weights = input_dir / "pytorch_model.bin"
+    heads = weights.is_file() and any(
+        key.startswith(TRAINING_HEADS) or ".mtp_decoder." in key
+        for key in torch.load(weights, map_location="meta", weights_only=True, mmap=True)
+    )
+    model_class = GADMSForPreTraining if heads else GADMSModel  # keep the training heads when there are any
+    model = model_class.from_pretrained(input_dir, use_safetensors=False)
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
     try:
@@ -476,8 +482,9 @@ def _parse_args(argv=None) -> argparse.Namespace:
         p.add_argument("output_dir", help="where to save the GA-DMS model")
         p.add_argument("--image-size", type=int, nargs=2, default=[384, 128], metavar=("HEIGHT", "WIDTH"),
                        help="target input resolution (default: 384 128)")
-        p.add_argument("--preset", choices=["paper", "released"], default="paper",
-                       help="GA-DMS training settings to store in the config (default: paper)")
+        p.add_argument("--preset", choices=["paper", "released"], default=None,
+                       help="no longer used: the objective's preset is chosen when training "
+                            "(objective_preset in the training config); accepted and ignored")
 
     def state_dict_options(p):
         p.add_argument("--bpe", help="OpenAI BPE merges file bpe_simple_vocab_16e6.txt.gz "
@@ -502,7 +509,6 @@ def _parse_args(argv=None) -> argparse.Namespace:
     common(released)
     state_dict_options(released)
     released.add_argument("--decoder-heads", type=int, help="MTP decoder attention heads (default: width / 64)")
-    released.set_defaults(preset="released")
 
     pickled = sub.add_parser("bin", help="a GA-DMS model folder saved with pickled weights (pytorch_model.bin)")
     pickled.add_argument("model_dir", help="folder with config.json and pytorch_model.bin")
@@ -517,10 +523,12 @@ def main(argv=None) -> int:
         if args.source == "bin":
             print(f"saved GA-DMS model to {convert_pickled_directory(args.model_dir, args.output_dir)}")
             return 0
-        preset = PRESETS[args.preset]
+        if args.preset:
+            print(f"note: --preset {args.preset} has no effect: objective settings are not part of the model; "
+                  f"train with `objective_preset: {args.preset}`", file=sys.stderr)
         if args.source == "clip":
             clip = CLIPModel.from_pretrained(args.clip_dir)
-            model = convert_clip_model(clip, image_size=tuple(args.image_size), **preset)
+            model = convert_clip_model(clip, image_size=tuple(args.image_size))
             tokenizer = tokenizer_from_directory(args.clip_dir)
         else:
             state_dict = load_state_dict(args.checkpoint)
@@ -534,7 +542,6 @@ def main(argv=None) -> int:
                 source_image_size=args.source_image_size,
                 vision_heads=args.vision_heads,
                 text_heads=args.text_heads,
-                **preset,
                 **extra,
             )
             if args.tokenizer:

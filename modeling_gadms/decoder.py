@@ -1,4 +1,4 @@
-"""The masked-token-prediction (MTP) decoder and the identity classifier (SPEC sections 2 and 5).
+"""The masked-token-prediction (MTP) decoder and the identity classifier (docs/method.md sections 2 and 5).
 
 The decoder is used in training only: text token features of a masked caption (queries) attend to all image
 token features (keys/values) through one cross-attention, then a small transformer and an MLM head predict
@@ -96,7 +96,7 @@ class GADMSMTPDecoder(nn.Module):
         return mtp_loss(self(text_tokens, image_tokens, positions=targets), labels[targets])
 
     def init_weights(self) -> None:
-        """Initialise as the SPEC says: attention in-projections std `d^-0.5`; output projections and the last
+        """Initialise as docs/method.md section 2.4 says: attention in-projections std `d^-0.5`; output projections and the last
         MLP / head layers `d^-0.5 * (2L)^-0.5`; first MLP / head layers `(2d)^-0.5`; biases 0.
 
         Uses `transformers.initialization`, so weights loaded from a checkpoint are left alone.

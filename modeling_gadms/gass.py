@@ -1,6 +1,6 @@
 """Gradient-Attention Similarity Score (GASS): how much each caption token drives the match with its image.
 
-Implements SPEC section 3, both formulations:
+Implements docs/method.md section 3, both formulations:
 
 - `"paper"`: over each caption's own positions (SOT through EOS; padding never enters), for each of the last
   `L` text layers: the gradient `g` of the matched-pair cosine similarity with respect to the attention output
@@ -20,7 +20,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .configuration_gadms import DEFAULT_GASS_LAYERS
 from .masking import first_eos_position
+from .transformers_compat import causal_bias, clip_encoder_layer_forward
 
 NORM_EPS = 1e-8
 
@@ -81,32 +83,6 @@ def _min_max(x: torch.Tensor, valid: torch.Tensor, eps: float = NORM_EPS) -> tor
     return ((x - low) / (high - low + eps)).masked_fill(~valid, 0.0)
 
 
-def _causal_bias(positions: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """Additive causal mask `(1, 1, positions, positions)` for transformers' CLIP encoder layers."""
-    return torch.full((positions, positions), float("-inf"), dtype=dtype, device=device).triu(1)[None, None]
-
-
-def _layer_forward(layer, hidden: torch.Tensor, heads: int):
-    """One CLIP encoder layer, causal, with `heads` attention heads (the layer's own, or 1 for `released`).
-
-    Returns the layer output and the queries, keys, values (heads concatenated, before scaling) and the
-    attention output before `out_proj`.
-    """
-    attn = layer.self_attn
-    batch, positions, width = hidden.shape
-    normed = layer.layer_norm1(hidden)
-    q, k, v = attn.q_proj(normed), attn.k_proj(normed), attn.v_proj(normed)
-
-    def split(t):
-        return t.view(batch, positions, heads, width // heads).transpose(1, 2)
-
-    o = F.scaled_dot_product_attention(split(q), split(k), split(v), is_causal=True)
-    o = o.transpose(1, 2).reshape(batch, positions, width)
-    hidden = hidden + attn.out_proj(o)
-    hidden = hidden + layer.mlp(layer.layer_norm2(hidden))
-    return hidden, q, k, v, o
-
-
 def _eos_attention(q: torch.Tensor, k: torch.Tensor, eos: torch.Tensor, heads: int) -> torch.Tensor:
     """The EOS row of the causal attention map averaged over heads: `(layers, batch, positions)`."""
     layers, batch, positions, width = k.shape
@@ -125,9 +101,9 @@ def gass_scores(
     model,
     input_ids: torch.Tensor,
     image_embeds: torch.Tensor,
-    variant: str | None = None,
+    variant: str = "paper",
     num_layers: int | None = None,
-    scales=None,
+    scales=(1, 2),
 ) -> torch.Tensor:
     """GASS token scores `(batch, positions)` in [0, 1] for unmasked captions and their images' features.
 
@@ -135,20 +111,23 @@ def gass_scores(
         model: a [`GADMSModel`] (its text tower and text projection are used; its weights get no gradient).
         input_ids: `(batch, positions)` unmasked captions (SOT ... EOS, then padding).
         image_embeds: `(batch, projection_dim)` global features of each caption's own image (treated as constants).
-        variant, num_layers, scales: default to `config.gass_variant`, `config.gass_layers`, `config.gass_scales`.
+        variant: `"paper"` or `"released"` (docs/method.md section 3).
+        num_layers: the last `num_layers` text layers are used; `None`: 8, or all layers of a shallower tower.
+        scales: window sizes of the multi-scale pooling.
 
-    SOT, EOS and padding positions score 0.
+    SOT, EOS and padding positions score 0. [`GADMSObjectiveConfig`] holds these settings for training
+    (`gass_variant`, `gass_layers`, `gass_scales`).
     """
     config = model.config
-    variant = variant or config.gass_variant
-    num_layers = num_layers or config.gass_layers
-    scales = list(scales or config.gass_scales)
+    scales = list(scales)
     if torch.is_inference_mode_enabled():
         raise RuntimeError("GASS needs autograd: call it under torch.no_grad() or normally, not torch.inference_mode()")
     if variant not in ("paper", "released"):
         raise ValueError(f"unknown GASS variant {variant!r}; choose 'paper' or 'released'")
     text_model = model.text_model
     layers = text_model.encoder.layers
+    if num_layers is None:
+        num_layers = min(DEFAULT_GASS_LAYERS, len(layers))
     if not 1 <= num_layers <= len(layers):
         raise ValueError(f"num_layers must lie in [1, {len(layers)}], got {num_layers}")
     eos = eos_positions(input_ids, config.text_config.eos_token_id)
@@ -158,14 +137,14 @@ def gass_scores(
 
     with torch.no_grad():
         hidden = text_model.embeddings(input_ids=input_ids)
-        bias = _causal_bias(positions, hidden.dtype, hidden.device)
+        bias = causal_bias(positions, hidden.dtype, hidden.device)
         for layer in layers[: len(layers) - num_layers]:
             hidden = layer(hidden, bias)
     hidden = hidden.detach().requires_grad_(True)  # a graph even when the weights are frozen
     saved = []
     with torch.enable_grad():
         for layer in layers[len(layers) - num_layers:]:
-            hidden, q, k, v, o = _layer_forward(layer, hidden, heads)
+            hidden, q, k, v, o = clip_encoder_layer_forward(layer, hidden, heads)
             saved.append((q.detach(), k.detach(), v.detach(), o))
         text = model.text_projection(text_model.final_layer_norm(hidden)[rows, eos])
         similarity = F.cosine_similarity(text, image_embeds.detach().to(text.dtype), dim=-1).sum()

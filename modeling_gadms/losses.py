@@ -1,4 +1,4 @@
-"""Training objectives of GA-DMS (SPEC section 5): SDM, masked-token prediction (MTP / MLM) and the ID loss.
+"""Training objectives of GA-DMS (docs/method.md section 5): SDM, masked-token prediction (MTP / MLM) and the ID loss.
 
 All losses are plain tensor functions computed in float32 (inputs in half precision are upcast), on the device
 of their inputs.
@@ -7,27 +7,11 @@ of their inputs.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
-from .score_bank import _world_size, all_gather_variable
+from .distributed import gather_features
 
 IGNORE_INDEX = -100
-
-
-def gather_features(tensor: torch.Tensor) -> torch.Tensor:
-    """All-gather `tensor` ([n, ...]) from every process, concatenated in rank order along the first dimension.
-
-    Only this process's slice carries gradient (it is the input tensor itself); the slices of the other processes
-    are detached copies. The first dimension may differ between processes. With one process (or no process
-    group) the tensor is returned unchanged.
-    """
-    if _world_size() == 1:
-        return tensor
-    gathered, sizes = all_gather_variable(tensor.detach(), return_sizes=True)
-    parts = list(torch.split(gathered, sizes, dim=0))
-    parts[dist.get_rank()] = tensor
-    return torch.cat(parts, dim=0)
 
 
 def sdm_loss(
@@ -38,7 +22,7 @@ def sdm_loss(
     epsilon: float = 1e-8,
     gather: bool = True,
 ) -> torch.Tensor:
-    """Similarity distribution matching loss (IRRA; SPEC section 5).
+    """Similarity distribution matching loss (IRRA; docs/method.md section 5).
 
     With `v_i`, `t_j` the L2-normalised image and text embeddings (row `i` of both belongs to the same sample),
     `p_ij = softmax_j(cos(v_i, t_j) * logit_scale)` and `q_ij = y_ij / sum_j y_ij` (`y_ij = 1` when the person
@@ -127,4 +111,4 @@ def id_loss(image_logits: torch.Tensor, text_logits: torch.Tensor, person_ids: t
     return 0.5 * (F.cross_entropy(image_logits.float(), targets) + F.cross_entropy(text_logits.float(), targets))
 
 
-__all__ = ["gather_features", "id_loss", "mtp_loss", "sdm_loss"]
+__all__ = ["IGNORE_INDEX", "id_loss", "mtp_loss", "sdm_loss"]

@@ -1,4 +1,4 @@
-"""Token masking for GA-DMS: score-guided dual masking (SPEC section 4) and the random MLM of fine-tuning.
+"""Token masking for GA-DMS: score-guided dual masking (docs/method.md section 4) and the random MLM of fine-tuning.
 
 Every function here is a plain, batch-vectorised tensor function. Results live on the device of `input_ids`;
 random numbers are drawn from the optional `torch.Generator` (on the generator's own device, then moved), so a
@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-IGNORE_INDEX = -100
+from .losses import IGNORE_INDEX
+
 """Label of positions that carry no prediction target (the `ignore_index` of the cross-entropy)."""
 
 
@@ -84,7 +85,7 @@ def ordinary_token_mask(input_ids: torch.Tensor, eos_token_id: int, mask_token_i
 
 
 def noise_mask_probability(scores: torch.Tensor, alpha: float, lam: float, gamma: float) -> torch.Tensor:
-    """Masking probability of the noise view: `alpha * sigmoid(lam * ((1 - s) - gamma))` (SPEC section 4).
+    """Masking probability of the noise view: `alpha * sigmoid(lam * ((1 - s) - gamma))` (docs/method.md section 4).
 
     Low-score (likely noisy) tokens are masked most: the curve falls from about `alpha` to 0 around
     `s = 1 - gamma`. Computed in float32 at least; the result has the shape and device of `scores`.
@@ -94,7 +95,7 @@ def noise_mask_probability(scores: torch.Tensor, alpha: float, lam: float, gamma
 
 
 def informative_mask_probability(scores: torch.Tensor, alpha: float, lam: float, gamma: float) -> torch.Tensor:
-    """Masking probability of the informative (MTP) view: `alpha * sigmoid(lam * (s - gamma))` (SPEC section 4).
+    """Masking probability of the informative (MTP) view: `alpha * sigmoid(lam * (s - gamma))` (docs/method.md section 4).
 
     High-score (informative) tokens are masked most: the curve rises from 0 to about `alpha` around `s = gamma`.
     Computed in float32 at least; the result has the shape and device of `scores`.
@@ -178,7 +179,7 @@ def _eos_token_id(config: Any) -> int:
 
 @dataclass
 class DualMaskingOutput:
-    """The two corrupted views of a batch of captions (SPEC section 4).
+    """The two corrupted views of a batch of captions (docs/method.md section 4).
 
     Attributes:
         noise_input_ids: [B, L] the noise view, fed to the contrastive (SDM) loss.
@@ -200,18 +201,18 @@ class DualMaskingOutput:
 def dual_masking(
     input_ids: torch.Tensor,
     scores: torch.Tensor,
+    settings: Any,
     config: Any,
     generator: torch.Generator | None = None,
 ) -> DualMaskingOutput:
-    """Score-guided dual masking of GA-DMS (SPEC section 4).
+    """Score-guided dual masking of GA-DMS (docs/method.md section 4).
 
     Two views are drawn independently, each by one Bernoulli draw per ordinary token:
 
-    - noise view: `p = config.mask_alpha_noise * sigmoid(config.mask_lambda * ((1 - s) - config.mask_gamma_noise))`;
-    - informative (MTP) view:
-      `p = config.mask_alpha_informative * sigmoid(config.mask_lambda * (s - config.mask_gamma_informative))`.
+    - noise view: `p = mask_alpha_noise * sigmoid(mask_lambda * ((1 - s) - mask_gamma_noise))`;
+    - informative (MTP) view: `p = mask_alpha_informative * sigmoid(mask_lambda * (s - mask_gamma_informative))`.
 
-    Chosen tokens are corrupted BERT-style (`config.mask_replace_prob` mask token, `config.mask_random_prob`
+    Chosen tokens are corrupted BERT-style (`mask_replace_prob` mask token, `mask_random_prob`
     random ordinary token, otherwise unchanged). A caption whose MTP view got no target but has an ordinary token
     gets its first ordinary token as the one target, so the MTP loss always has a target per such caption.
 
@@ -222,8 +223,8 @@ def dual_masking(
         input_ids: [B, L] token ids (SOT, tokens, EOT, padding).
         scores: [B, L] token scores in [0, 1] (e.g. from the `ScoreBank`, the sample's previous visit); any float
             dtype, moved to the device of `input_ids`. Scores of non-ordinary positions are ignored.
-        config: a `GADMSConfig` (or any object with the same `mask_*`, `mask_token_id` and
-            `text_config.eos_token_id` attributes).
+        settings: a `GADMSObjectiveConfig` (or any object with its `mask_*` attributes): the curves.
+        config: a `GADMSConfig` (or any object with `mask_token_id` and `text_config.eos_token_id`): the ids.
         generator: optional `torch.Generator` for reproducible masks.
     """
     if scores.shape != input_ids.shape:
@@ -235,15 +236,16 @@ def dual_masking(
     eligible = ordinary_token_mask(input_ids, _eos_token_id(config), mask_token_id)
     scores = scores.to(device=device, dtype=torch.float32)
 
-    p_noise = noise_mask_probability(scores, config.mask_alpha_noise, config.mask_lambda, config.mask_gamma_noise)
+    p_noise = noise_mask_probability(scores, settings.mask_alpha_noise, settings.mask_lambda,
+                                     settings.mask_gamma_noise)
     p_inf = informative_mask_probability(
-        scores, config.mask_alpha_informative, config.mask_lambda, config.mask_gamma_informative
+        scores, settings.mask_alpha_informative, settings.mask_lambda, settings.mask_gamma_informative
     )
     noise_mask = eligible & (_uniform(input_ids.shape, device, generator) < p_noise)
     mtp_mask = eligible & (_uniform(input_ids.shape, device, generator) < p_inf)
     mtp_mask = force_one_target(mtp_mask, eligible)
 
-    replace, rand = config.mask_replace_prob, config.mask_random_prob
+    replace, rand = settings.mask_replace_prob, settings.mask_random_prob
     noise_ids = replace_tokens(input_ids, noise_mask, mask_token_id, replace, rand, generator)
     mtp_ids = replace_tokens(input_ids, mtp_mask, mask_token_id, replace, rand, generator)
     return DualMaskingOutput(
@@ -273,6 +275,7 @@ class MLMMaskingOutput:
 
 def random_mlm_masking(
     input_ids: torch.Tensor,
+    settings: Any | None = None,
     config: Any | None = None,
     *,
     probability: float | None = None,
@@ -282,27 +285,29 @@ def random_mlm_masking(
     random_prob: float | None = None,
     generator: torch.Generator | None = None,
 ) -> MLMMaskingOutput:
-    """Plain random MLM masking of the fine-tuning recipe (IRRA; SPEC section 5).
+    """Plain random MLM masking of the fine-tuning recipe (IRRA; docs/method.md section 5).
 
-    Each ordinary token is chosen independently with `probability` (default `config.mlm_probability`, 0.15) and
+    Each ordinary token is chosen independently with `probability` (default `settings.mlm_probability`, 0.15) and
     corrupted BERT-style (80% mask token / 10% random ordinary token / 10% unchanged by default). A caption that
     has an ordinary token but got no target gets its first ordinary token as its one target, so that every such
     caption contributes to the loss and the MLM loss of a batch is never a mean over zero targets (NaN).
 
-    Every argument left `None` is read from `config` (`mlm_probability`, `mask_token_id`,
-    `text_config.eos_token_id`, `mask_replace_prob`, `mask_random_prob`); without a config,
-    `probability`, `mask_token_id` and `eos_token_id` are required (replacement defaults to 0.8 / 0.1).
+    Every argument left `None` is read from `settings` (a `GADMSObjectiveConfig`: `mlm_probability`,
+    `mask_replace_prob`, `mask_random_prob`) or `config` (a `GADMSConfig`: `mask_token_id`,
+    `text_config.eos_token_id`); without them, `probability`, `mask_token_id` and `eos_token_id` are required
+    (replacement defaults to 0.8 / 0.1).
 
     Draw order: choice, then replacement (uniform, random ids).
     """
     def pick(value: Any, name: str, default: Any = None) -> Any:
         if value is not None:
             return value
-        if config is not None:
-            return _eos_token_id(config) if name == "eos_token_id" else getattr(config, name)
+        source = config if name in ("mask_token_id", "eos_token_id") else settings
+        if source is not None:
+            return _eos_token_id(source) if name == "eos_token_id" else getattr(source, name)
         if default is not None:
             return default
-        raise ValueError(f"random_mlm_masking needs `{name}` (or a config)")
+        raise ValueError(f"random_mlm_masking needs `{name}` (or {'a config' if source is config else 'settings'})")
 
     probability = float(pick(probability, "mlm_probability"))
     mask_token_id = int(pick(mask_token_id, "mask_token_id"))
@@ -320,7 +325,6 @@ def random_mlm_masking(
 
 
 __all__ = [
-    "IGNORE_INDEX",
     "DualMaskingOutput",
     "MLMMaskingOutput",
     "dual_masking",

@@ -1,4 +1,10 @@
-"""GA-DMS model: a CLIP dual encoder for text-to-person retrieval, built from transformers' CLIP modules."""
+"""GA-DMS models, built from transformers' CLIP modules.
+
+- [`GADMSModel`]: the dual encoder users load for retrieval (`AutoModel`): the two towers, their projections,
+  the similarity, and the SDM loss with `return_loss=True`.
+- [`GADMSForPreTraining`]: a [`GADMSModel`] plus the training heads (the masked-token-prediction decoder and the
+  identity classifier) and the two training recipes (`AutoModelForPreTraining`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,6 @@ from torch import nn
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.clip.modeling_clip import (
-    CLIPEncoder,
     CLIPPreTrainedModel,
     CLIPTextModel,
     CLIPVisionEmbeddings,
@@ -18,10 +23,12 @@ from transformers.models.clip.modeling_clip import (
 )
 from transformers.utils import ModelOutput
 
-from .configuration_gadms import GADMSConfig, image_size_hw
+from .configuration_gadms import GADMSConfig, GADMSObjectiveConfig, image_size_hw
 from .decoder import GADMSMTPDecoder
 from .gass import gass_scores
-from .objectives import OBJECTIVES, gadms_objective, irra_objective
+from .losses import sdm_loss
+from .objectives import gadms_objective, irra_objective
+from .transformers_compat import LibraryInitMixin, build_clip_vision_modules
 
 
 def resize_position_embedding(
@@ -98,27 +105,15 @@ class GADMSVisionEmbeddings(CLIPVisionEmbeddings):
         return embeddings + self.position_embedding(self.position_ids)
 
 
-class _LibraryInitMixin:
-    """Initialise every module with `_init_weights`, as transformers does for its own models.
+class GADMSVisionModel(LibraryInitMixin, CLIPVisionModel):
+    """transformers' CLIP vision tower with [`GADMSVisionEmbeddings`] (rectangular inputs); forward unchanged.
 
-    transformers skips parameter-less modules of custom code, assuming its `_init_weights` might overwrite
-    loaded weights; ours only uses `transformers.initialization`, which leaves loaded tensors alone.
-    """
-
-    def _initialize_weights(self, module, is_custom_code: bool = False):
-        return super()._initialize_weights(module, is_custom_code=False)
-
-
-class GADMSVisionModel(_LibraryInitMixin, CLIPVisionModel):
-    """transformers' CLIP vision tower with [`GADMSVisionEmbeddings`] (rectangular inputs); forward unchanged."""
+    `CLIPVisionModel.__init__` cannot take a rectangular `image_size`, so its submodules are built by
+    `transformers_compat.build_clip_vision_modules` (checked against transformers' own in the tests)."""
 
     def __init__(self, config):
         CLIPPreTrainedModel.__init__(self, config)
-        embed_dim = config.hidden_size
-        self.embeddings = GADMSVisionEmbeddings(config)
-        self.pre_layrnorm = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
-        self.encoder = CLIPEncoder(config)
-        self.post_layernorm = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        build_clip_vision_modules(self, config, GADMSVisionEmbeddings(config))
         self.post_init()
 
 
@@ -147,11 +142,7 @@ class GADMSOutput(ModelOutput):
     """Output of [`GADMSModel.forward`].
 
     Args:
-        loss (`torch.FloatTensor`, *optional*): the training objective, when one is computed.
-        sdm_loss, mtp_loss, id_loss, mlm_loss (`torch.FloatTensor`, *optional*): the objective's terms
-            (unweighted); `mtp_loss` for `objective="gadms"`, `id_loss` / `mlm_loss` for `objective="irra"`.
-        token_scores (`torch.FloatTensor` of shape `(batch_size, sequence_length)`, *optional*):
-            the new GASS scores of the unmasked captions (`objective="gadms"`), for the samples' next visit.
+        loss (`torch.FloatTensor`, *optional*): the SDM loss of the batch, with `return_loss=True`.
         logits_per_image (`torch.FloatTensor` of shape `(image_batch_size, text_batch_size)`):
             Cosine similarities of the L2-normalised embeddings divided by the fixed temperature.
         logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, image_batch_size)`):
@@ -162,11 +153,6 @@ class GADMSOutput(ModelOutput):
     """
 
     loss: torch.FloatTensor | None = None
-    sdm_loss: torch.FloatTensor | None = None
-    mtp_loss: torch.FloatTensor | None = None
-    id_loss: torch.FloatTensor | None = None
-    mlm_loss: torch.FloatTensor | None = None
-    token_scores: torch.FloatTensor | None = None
     logits_per_image: torch.FloatTensor | None = None
     logits_per_text: torch.FloatTensor | None = None
     text_embeds: torch.FloatTensor | None = None
@@ -178,6 +164,40 @@ class GADMSOutput(ModelOutput):
         return tuple(
             self[k] if k not in ("text_model_output", "vision_model_output") else self[k].to_tuple()
             for k in self.keys()
+        )
+
+
+@dataclass
+class GADMSForPreTrainingOutput(ModelOutput):
+    """Output of [`GADMSForPreTraining.forward`]: the total loss, each term, and the new GASS scores.
+
+    Args:
+        loss (`torch.FloatTensor`): the recipe's weighted total.
+        sdm_loss, mtp_loss, id_loss, mlm_loss (`torch.FloatTensor`, *optional*): the terms, unweighted;
+            `mtp_loss` for the `gadms` recipe, `id_loss` (with a classifier) and `mlm_loss` for `irra`.
+        token_scores (`torch.FloatTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            the new GASS scores of the unmasked captions (`gadms` recipe), for the samples' next visit.
+        logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, image_batch_size)`):
+            Scaled cosine similarities of the captions the contrastive loss saw (the noise view for `gadms`).
+        text_embeds, image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`): L2-normalised.
+    """
+
+    loss: torch.FloatTensor | None = None
+    sdm_loss: torch.FloatTensor | None = None
+    mtp_loss: torch.FloatTensor | None = None
+    id_loss: torch.FloatTensor | None = None
+    mlm_loss: torch.FloatTensor | None = None
+    token_scores: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+
+
+def _check_pairs(input_ids: torch.Tensor, pixel_values: torch.Tensor, what: str) -> None:
+    """`what` takes (caption, image) pairs: as many images as captions."""
+    if input_ids.shape[0] != pixel_values.shape[0]:
+        raise ValueError(
+            f"{what} needs one image per caption: {input_ids.shape[0]} captions, {pixel_values.shape[0]} images"
         )
 
 
@@ -198,7 +218,7 @@ def _only_pickled_weights(name_or_path, kwargs) -> bool:
     return pickles and not (has("model.safetensors") or has("model.safetensors.index.json"))
 
 
-class GADMSPreTrainedModel(_LibraryInitMixin, CLIPPreTrainedModel):
+class GADMSPreTrainedModel(LibraryInitMixin, CLIPPreTrainedModel):
     """Weight initialisation and loading for GA-DMS models (CLIP's initialisation for the CLIP towers)."""
 
     config: GADMSConfig
@@ -228,12 +248,24 @@ class GADMSPreTrainedModel(_LibraryInitMixin, CLIPPreTrainedModel):
                 ) from error
             raise
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, with both Auto classes in the saved `auto_map`: a saved directory
+        loads as the dual encoder (`AutoModel`) and as the pretraining model (`AutoModelForPreTraining`), also
+        with `trust_remote_code=True` where this package is not installed."""
+        self.config.auto_map = {
+            **(getattr(self.config, "auto_map", None) or {}),
+            "AutoModel": f"{GADMSModel.__module__.split('.')[-1]}.GADMSModel",
+            "AutoModelForPreTraining": f"{GADMSForPreTraining.__module__.split('.')[-1]}.GADMSForPreTraining",
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def _init_weights(self, module):
         super()._init_weights(module)
         factor = self.config.initializer_factor
         if isinstance(module, GADMSModel):
             init.normal_(module.text_projection.weight, std=self.config.text_config.hidden_size**-0.5 * factor)
             init.normal_(module.visual_projection.weight, std=self.config.vision_config.hidden_size**-0.5 * factor)
+        elif isinstance(module, GADMSForPreTraining):
             if module.classifier is not None:  # IRRA: std 0.001, bias 0
                 init.normal_(module.classifier.weight, std=0.001)
                 init.zeros_(module.classifier.bias)
@@ -261,6 +293,8 @@ class GADMSModel(GADMSPreTrainedModel):
     """
 
     main_input_name = "input_ids"
+    # the training heads of a GADMSForPreTraining checkpoint (or of an earlier version's) are dropped quietly
+    _keys_to_ignore_on_load_unexpected = [r"(^|\.)mtp_decoder\.", r"(^|\.)classifier\."]
 
     def __init__(self, config: GADMSConfig):
         super().__init__(config)
@@ -272,25 +306,15 @@ class GADMSModel(GADMSPreTrainedModel):
         self.vision_model = GADMSVisionModel._from_config(vision_config)
         self.visual_projection = nn.Linear(self.vision_embed_dim, config.projection_dim, bias=False)
         self.text_projection = nn.Linear(self.text_embed_dim, config.projection_dim, bias=False)
-        # training-only heads: the masked-token-prediction decoder and the identity classifier (fine-tuning)
-        self.mtp_decoder = GADMSMTPDecoder(config)
-        self.classifier = nn.Linear(config.projection_dim, config.num_identities) if config.num_identities else None
-        self.score_bank = None
         self.post_init()
 
-    def attach_score_bank(self, bank) -> None:
-        """Use `bank` (a [`ScoreBank`], not a module: it is never saved with the weights) for `sample_index`.
-
-        With a bank, `forward(..., objective="gadms", sample_index=...)` reads each sample's previous scores
-        before masking and writes the new GASS scores after (gathered from every process).
-        """
-        self.score_bank = bank
-
-    def compute_token_scores(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, variant: str | None = None):
-        """GASS scores `(batch, sequence_length)` in [0, 1] of unmasked captions against their images."""
+    def compute_token_scores(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, variant: str = "paper",
+                             num_layers: int | None = None, scales=(1, 2)) -> torch.Tensor:
+        """GASS scores `(batch, sequence_length)` in [0, 1] of unmasked captions against their images
+        (docs/method.md section 3; see [`gass_scores`] for the arguments)."""
         with torch.no_grad():
             image_embeds = self.get_image_features(pixel_values)
-        return gass_scores(self, input_ids, image_embeds, variant=variant)
+        return gass_scores(self, input_ids, image_embeds, variant=variant, num_layers=num_layers, scales=scales)
 
     @property
     def logit_scale(self) -> float:
@@ -353,7 +377,7 @@ class GADMSModel(GADMSPreTrainedModel):
         return self.encode_image(pixel_values, output_tokens=True).token_embeds
 
     def similarity(self, text_embeds: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
-        """Scaled cosine similarity `(texts, images)` of unnormalised global features."""
+        """Scaled cosine similarity `(texts, images)` of global features (normalised here)."""
         text_embeds = F.normalize(text_embeds, dim=-1)
         image_embeds = F.normalize(image_embeds, dim=-1)
         return text_embeds @ image_embeds.t() * self.logit_scale
@@ -363,76 +387,134 @@ class GADMSModel(GADMSPreTrainedModel):
         input_ids: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        objective: str | None = None,
         person_ids: torch.Tensor | None = None,
-        sample_index: torch.Tensor | None = None,
-        token_scores: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        return_loss: bool | None = None,
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
         **kwargs,
     ) -> GADMSOutput | tuple:
-        """Embed captions and images and return their scaled cosine similarities, or a training objective.
+        """Embed captions and images and return their scaled cosine similarities (and the SDM loss).
 
         Args:
             input_ids, attention_mask: tokenized captions (from [`GADMSProcessor`]).
-            pixel_values: images, one per caption when an objective is computed.
-            objective: `None` (similarities only), `"gadms"` (pretraining) or `"irra"` (fine-tuning); see
-                `modeling_gadms.objectives`.
-            person_ids: identity of each sample (captions of one person are positives of each other); defaults to
-                one identity per sample in a single process.
-            sample_index: dataset index of each sample, for the attached score bank (`objective="gadms"`).
-            token_scores: each sample's previous GASS scores, instead of a score bank (default: the initial score).
-            generator: random generator for the masks.
+            pixel_values: images.
+            person_ids: with `return_loss`, the identity of each pair (caption `i` with image `i`); captions
+                and images of one person are positives of each other. Default: one identity per pair.
+            return_loss: also return the SDM loss of the batch (docs/method.md section 5), as `CLIPModel`
+                returns its contrastive loss.
         """
         if input_ids is None or pixel_values is None:
             raise ValueError("GADMSModel.forward needs both input_ids and pixel_values")
-        if objective is not None:
-            output = self._objective(objective, input_ids, pixel_values, attention_mask, person_ids, sample_index,
-                                     token_scores, generator, interpolate_pos_encoding)
-        else:
-            text = self.encode_text(input_ids, attention_mask)
-            image = self.encode_image(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-            output = {"text": text, "image": image}
-        text, image = output.pop("text"), output.pop("image")
-        text_embeds = F.normalize(text.embeds, dim=-1)
-        image_embeds = F.normalize(image.embeds, dim=-1)
-        logits_per_text = text_embeds @ image_embeds.t() * self.logit_scale
+        text = self.encode_text(input_ids, attention_mask)
+        image = self.encode_image(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        logits_per_text = self.similarity(text.embeds, image.embeds)
+        loss = None
+        if return_loss:
+            _check_pairs(input_ids, pixel_values, "the SDM loss")
+            if person_ids is None:
+                person_ids = torch.arange(input_ids.shape[0], device=input_ids.device)
+            loss = sdm_loss(image.embeds, text.embeds, person_ids, self.logit_scale)
         result = GADMSOutput(
-            **output,
+            loss=loss,
             logits_per_image=logits_per_text.t(),
             logits_per_text=logits_per_text,
-            text_embeds=text_embeds,
-            image_embeds=image_embeds,
+            text_embeds=F.normalize(text.embeds, dim=-1),
+            image_embeds=F.normalize(image.embeds, dim=-1),
             text_model_output=text.model_output,
             vision_model_output=image.model_output,
         )
         return result if return_dict is not False else result.to_tuple()
 
-    def _objective(self, objective, input_ids, pixel_values, attention_mask, person_ids, sample_index, token_scores,
-                   generator, interpolate_pos_encoding) -> dict:
-        if objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
-        if input_ids.shape[0] != pixel_values.shape[0]:
-            raise ValueError(
-                f"an objective needs one image per caption: {input_ids.shape[0]} captions, {pixel_values.shape[0]} images"
-            )
+
+class GADMSForPreTraining(GADMSPreTrainedModel):
+    r"""
+    [`GADMSModel`] with the training heads: the masked-token-prediction decoder and, for fine-tuning, the identity
+    classifier; its forward computes a training recipe (docs/method.md section 5).
+
+    The recipe's settings are a [`GADMSObjectiveConfig`] (attribute `objective`, the paper's by default; set
+    `model.objective = GADMSObjectiveConfig.from_preset("released")` or pass `objective=` to the constructor).
+    They are not saved with the model. The GASS score bank is the caller's: `forward` takes each sample's
+    previous scores and returns the new ones.
+
+    `AutoModelForPreTraining.from_pretrained` of a saved directory restores the heads;
+    `AutoModel.from_pretrained` of the same directory gives the [`GADMSModel`] dual encoder and drops them.
+
+    Example:
+
+    ```python
+    >>> model = AutoModelForPreTraining.from_pretrained("org/gadms-vitb16")  # decoder freshly initialised if absent
+    >>> scores = bank.get(batch["sample_index"])                               # the previous visit's GASS scores
+    >>> out = model(**batch, token_scores=scores)
+    >>> out.loss.backward(); bank.update(batch["sample_index"], out.token_scores)
+    ```
+    """
+
+    main_input_name = "input_ids"
+
+    def __init__(self, config: GADMSConfig, objective: GADMSObjectiveConfig | None = None):
+        super().__init__(config)
+        self.gadms = GADMSModel(config)
+        self.mtp_decoder = GADMSMTPDecoder(config)
+        self.classifier = nn.Linear(config.projection_dim, config.num_identities) if config.num_identities else None
+        self.objective = objective or GADMSObjectiveConfig()
+        self.post_init()
+
+    def get_text_features(self, *args, **kwargs) -> torch.Tensor:
+        """[`GADMSModel.get_text_features`] of the dual encoder (validation during training calls it)."""
+        return self.gadms.get_text_features(*args, **kwargs)
+
+    def get_image_features(self, *args, **kwargs) -> torch.Tensor:
+        """[`GADMSModel.get_image_features`] of the dual encoder."""
+        return self.gadms.get_image_features(*args, **kwargs)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        person_ids: torch.Tensor | None = None,
+        token_scores: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> GADMSForPreTrainingOutput | tuple:
+        """The loss of `self.objective`'s recipe on a batch of (caption, image) pairs.
+
+        Args:
+            input_ids, attention_mask: tokenized captions; pixel_values: one image per caption.
+            person_ids: identity of each sample (captions of one person are positives of each other); defaults to
+                one identity per sample in a single process; required with several processes.
+            token_scores: `(batch, sequence_length)` each sample's GASS scores of its previous visit (`gadms`
+                recipe; default: `initial_token_score` everywhere).
+            generator: random generator of the masks (reproducible masks).
+        """
+        if input_ids is None or pixel_values is None:
+            raise ValueError("GADMSForPreTraining.forward needs both input_ids and pixel_values")
+        _check_pairs(input_ids, pixel_values, "a training recipe")
+        settings = self.objective
         common = dict(attention_mask=attention_mask, person_ids=person_ids, generator=generator,
                       interpolate_pos_encoding=interpolate_pos_encoding)
-        if objective == "irra":
-            return irra_objective(self, input_ids, pixel_values, **common)
-        bank = self.score_bank if sample_index is not None else None
-        length = input_ids.shape[1]  # captions may be padded to the batch's longest instead of the bank's 77
-        if token_scores is None and bank is not None:
-            token_scores = bank.get(sample_index)[:, :length].to(input_ids.device)
-        output = gadms_objective(self, input_ids, pixel_values, token_scores=token_scores, **common)
-        if bank is not None:
-            bank.update(sample_index, F.pad(output["token_scores"], (0, bank.seq_len - length)))
-        return output
+        if settings.recipe == "gadms":
+            if token_scores is not None:
+                token_scores = token_scores[:, : input_ids.shape[1]].to(input_ids.device)
+            output = gadms_objective(self, settings, input_ids, pixel_values, token_scores=token_scores, **common)
+        else:
+            output = irra_objective(self, settings, input_ids, pixel_values, **common)
+        text, image = output.pop("text"), output.pop("image")
+        result = GADMSForPreTrainingOutput(
+            **output,
+            logits_per_text=self.gadms.similarity(text.embeds, image.embeds),
+            text_embeds=F.normalize(text.embeds, dim=-1),
+            image_embeds=F.normalize(image.embeds, dim=-1),
+        )
+        return result if return_dict is not False else result.to_tuple()
 
 
 __all__ = [
     "GADMSEncoderOutput",
+    "GADMSForPreTraining",
+    "GADMSForPreTrainingOutput",
     "GADMSModel",
     "GADMSOutput",
     "GADMSPreTrainedModel",

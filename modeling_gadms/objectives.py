@@ -1,4 +1,5 @@
-"""The training objectives a trainer gets from `GADMSModel.forward(..., objective=...)` (SPEC section 5).
+"""The two training recipes that [`GADMSForPreTraining`] computes (docs/method.md section 5), as functions of
+the pretraining model, a batch and the objective's settings ([`GADMSObjectiveConfig`]).
 
 - `"gadms"` (pretraining): score-guided dual masking of each caption; SDM on the noise view; masked-token
   prediction on the informative view through the cross-modal decoder; GASS scores of the unmasked caption
@@ -17,9 +18,6 @@ from .gass import gass_scores
 from .losses import id_loss, sdm_loss
 from .masking import dual_masking, random_mlm_masking
 
-OBJECTIVES = ("gadms", "irra")
-
-
 def _person_ids(person_ids: torch.Tensor | None, batch: int, device) -> torch.Tensor:
     if person_ids is not None:
         return person_ids.to(device)
@@ -30,6 +28,7 @@ def _person_ids(person_ids: torch.Tensor | None, batch: int, device) -> torch.Te
 
 def gadms_objective(
     model,
+    settings,
     input_ids: torch.Tensor,
     pixel_values: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
@@ -38,20 +37,23 @@ def gadms_objective(
     generator: torch.Generator | None = None,
     **image_kwargs,
 ) -> dict:
-    """GA-DMS pretraining objective; `token_scores` are the scores of each sample's previous visit."""
-    config = model.config
+    """GA-DMS pretraining objective of `model` (a [`GADMSForPreTraining`]) with `settings` (a
+    [`GADMSObjectiveConfig`]); `token_scores` are the scores of each sample's previous visit."""
+    encoder = model.gadms
     if token_scores is None:
-        token_scores = torch.full(input_ids.shape, config.initial_token_score, device=input_ids.device)
+        token_scores = torch.full(input_ids.shape, settings.initial_token_score, device=input_ids.device)
     person_ids = _person_ids(person_ids, input_ids.shape[0], input_ids.device)
-    image = model.encode_image(pixel_values, output_tokens=True, **image_kwargs)
-    views = dual_masking(input_ids, token_scores, config, generator=generator)
-    noise_text = model.encode_text(views.noise_input_ids, attention_mask)
-    sdm = sdm_loss(image.embeds, noise_text.embeds, person_ids, model.logit_scale)
-    mtp_text = model.encode_text(views.mtp_input_ids, attention_mask, output_tokens=True)
+    image = encoder.encode_image(pixel_values, output_tokens=True, **image_kwargs)
+    views = dual_masking(input_ids, token_scores, settings, model.config, generator=generator)
+    noise_text = encoder.encode_text(views.noise_input_ids, attention_mask)
+    sdm = sdm_loss(image.embeds, noise_text.embeds, person_ids, encoder.logit_scale)
+    mtp_text = encoder.encode_text(views.mtp_input_ids, attention_mask, output_tokens=True)
     mtp = model.mtp_decoder.masked_token_loss(mtp_text.token_embeds, image.token_embeds, views.mtp_labels)
-    scores = gass_scores(model, input_ids, image.embeds.detach())
+    layers = settings.num_gass_layers(model.config.text_config.num_hidden_layers)
+    scores = gass_scores(encoder, input_ids, image.embeds.detach(), variant=settings.gass_variant,
+                         num_layers=layers, scales=settings.gass_scales)
     return {
-        "loss": config.sdm_loss_weight * sdm + config.mtp_loss_weight * mtp,
+        "loss": settings.sdm_loss_weight * sdm + settings.mtp_loss_weight * mtp,
         "sdm_loss": sdm,
         "mtp_loss": mtp,
         "token_scores": scores,
@@ -62,6 +64,7 @@ def gadms_objective(
 
 def irra_objective(
     model,
+    settings,
     input_ids: torch.Tensor,
     pixel_values: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
@@ -69,13 +72,14 @@ def irra_objective(
     generator: torch.Generator | None = None,
     **image_kwargs,
 ) -> dict:
-    """IRRA fine-tuning objective: SDM on clean captions, identity loss (with a classifier), random MLM."""
-    config = model.config
+    """IRRA fine-tuning objective of `model` (a [`GADMSForPreTraining`]) with `settings`: SDM on clean captions,
+    identity loss (with a classifier), random MLM."""
+    config, encoder = model.config, model.gadms
     person_ids = _person_ids(person_ids, input_ids.shape[0], input_ids.device)
-    image = model.encode_image(pixel_values, output_tokens=True, **image_kwargs)
-    text = model.encode_text(input_ids, attention_mask)
-    sdm = sdm_loss(image.embeds, text.embeds, person_ids, model.logit_scale)
-    loss = config.sdm_loss_weight * sdm
+    image = encoder.encode_image(pixel_values, output_tokens=True, **image_kwargs)
+    text = encoder.encode_text(input_ids, attention_mask)
+    sdm = sdm_loss(image.embeds, text.embeds, person_ids, encoder.logit_scale)
+    loss = settings.sdm_loss_weight * sdm
     identity = None
     if model.classifier is not None:
         if int(person_ids.min()) < 0 or int(person_ids.max()) >= config.num_identities:
@@ -84,12 +88,12 @@ def irra_objective(
                 f"[{int(person_ids.min())}, {int(person_ids.max())}]"
             )
         identity = id_loss(model.classifier(image.embeds), model.classifier(text.embeds), person_ids)
-        loss = loss + config.id_loss_weight * identity
-    masked = random_mlm_masking(input_ids, config, generator=generator)
-    mlm_text = model.encode_text(masked.input_ids, attention_mask, output_tokens=True)
+        loss = loss + settings.id_loss_weight * identity
+    masked = random_mlm_masking(input_ids, settings, config, generator=generator)
+    mlm_text = encoder.encode_text(masked.input_ids, attention_mask, output_tokens=True)
     mlm = model.mtp_decoder.masked_token_loss(mlm_text.token_embeds, image.token_embeds, masked.labels)
-    loss = loss + config.mlm_loss_weight * mlm
+    loss = loss + settings.mlm_loss_weight * mlm
     return {"loss": loss, "sdm_loss": sdm, "id_loss": identity, "mlm_loss": mlm, "image": image, "text": text}
 
 
-__all__ = ["OBJECTIVES", "gadms_objective", "irra_objective"]
+__all__ = ["gadms_objective", "irra_objective"]

@@ -1,23 +1,22 @@
-"""Per-sample token-score bank of GA-DMS (SPEC section 3).
+"""Per-sample token-score bank of GA-DMS (docs/method.md section 3).
 
 Every training sample (one caption) owns one score per token position; all start at `initial_token_score`
 (0.85). A step reads the scores of its samples (their previous visit) to draw the dual masks, computes new GASS
-scores on the unmasked captions, and writes them back:
+scores on the unmasked captions, and writes them back; the trainer does this around each step:
 
 ```python
-scores = bank.get(indices)            # masks of this visit use the scores of the previous one
-views = dual_masking(input_ids, scores, config)
-...
-bank.update(indices, new_scores)      # after the step; synchronised across processes
+scores = bank.get(indices)                     # masks of this visit use the scores of the previous one
+out = model(**batch, token_scores=scores)      # GADMSForPreTraining: losses and the new GASS scores
+indices, new = all_gather_variable(indices), all_gather_variable(out.token_scores)  # every process's
+bank.update(indices, new)                      # the same update on every process
 ```
 
 Memory: `num_samples * seq_len * dtype size` bytes, kept on CPU by default. With the default float16 a sample
 costs 77 * 2 = 154 bytes, so WebPerson's 10,005,446 captions take about 1.54 GB (float32 would double that).
 float16 resolves scores in [0, 1] to better than 5e-4, far finer than the masking curves need.
 
-Under `torch.distributed` (world size > 1) `update` all-gathers `(indices, scores)` from every process and
-applies all of them, in rank order, on every process, so that all banks stay identical. The bank has
-`state_dict` / `load_state_dict`, so it can be checkpointed with the training state (e.g. with accelerate's
+The bank itself does no communication (see `modeling_gadms.distributed`). It has `state_dict` /
+`load_state_dict`, so it can be checkpointed with the training state (e.g. with accelerate's
 `register_for_checkpointing`).
 """
 
@@ -26,52 +25,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.distributed as dist
-
-
-def _world_size() -> int:
-    """Number of processes when `torch.distributed` is initialised, else 1."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
-def _communication_device(tensor: torch.Tensor) -> torch.device:
-    """Device to all-gather on: the tensor's own device, unless the backend can only use another one."""
-    backend = str(dist.get_backend()).lower()
-    if backend == "gloo":
-        return torch.device("cpu")
-    if backend == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return tensor.device  # a multi-device backend such as "cpu:gloo,cuda:nccl"
-
-
-def all_gather_variable(tensor: torch.Tensor, return_sizes: bool = False) -> Any:
-    """All-gather tensors whose first dimension may differ between processes; concatenated in rank order.
-
-    The tensors must agree in dtype and in all but the first dimension. Communication runs on the tensor's device
-    (CPU under gloo, the current CUDA device under nccl); the result comes back on the tensor's device.
-    Without gradient. With one process (or no process group) the tensor is returned as is.
-    With `return_sizes=True` returns `(gathered, sizes)`, `sizes` the first dimension of every process's tensor.
-    """
-    world = _world_size()
-    if world == 1:
-        return (tensor, [tensor.shape[0]]) if return_sizes else tensor
-    device = tensor.device
-    comm = _communication_device(tensor)
-    local = tensor.detach().to(comm).contiguous()
-    size = torch.tensor([local.shape[0]], device=comm, dtype=torch.long)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    sizes_list = [int(s.item()) for s in sizes]
-    longest = max(sizes_list)
-    if local.shape[0] < longest:
-        pad = local.new_zeros((longest - local.shape[0], *local.shape[1:]))
-        local = torch.cat([local, pad], dim=0)
-    parts = [torch.empty_like(local) for _ in range(world)]
-    dist.all_gather(parts, local)
-    gathered = torch.cat([part[:n] for part, n in zip(parts, sizes_list)], dim=0).to(device)
-    return (gathered, sizes_list) if return_sizes else gathered
 
 
 class ScoreBank:
@@ -103,12 +56,14 @@ class ScoreBank:
         self.scores = torch.full((int(num_samples), int(seq_len)), self.initial_score, dtype=dtype, device=device)
 
     @classmethod
-    def from_config(cls, config: Any, num_samples: int, **kwargs: Any) -> "ScoreBank":
-        """A bank for `num_samples` samples with `seq_len` and `initial_score` taken from a `GADMSConfig`."""
+    def from_config(cls, config: Any, num_samples: int, objective: Any = None, **kwargs: Any) -> "ScoreBank":
+        """A bank for `num_samples` samples: `seq_len` from a `GADMSConfig` (the text context length),
+        `initial_score` from a `GADMSObjectiveConfig` (`initial_token_score`, 0.85 by default)."""
         text = config.text_config
         seq_len = text["max_position_embeddings"] if isinstance(text, dict) else text.max_position_embeddings
         kwargs.setdefault("seq_len", int(seq_len))
-        kwargs.setdefault("initial_score", float(config.initial_token_score))
+        if objective is not None:
+            kwargs.setdefault("initial_score", float(objective.initial_token_score))
         return cls(num_samples, **kwargs)
 
     # -- sizes -------------------------------------------------------------------------------------------
@@ -193,10 +148,10 @@ class ScoreBank:
     def update(self, indices: torch.Tensor, scores: torch.Tensor) -> None:
         """Store new scores [len(indices), seq_len] for the given samples.
 
-        Under `torch.distributed` with several processes, `(indices, scores)` are first all-gathered from every
-        process (every process must call `update` in the same step; batch sizes may differ), so every process's
-        bank is identical afterwards. A sample given more than once in one update (also across processes) takes
-        its last value in rank order, then batch order, deterministically on every process.
+        The bank does no communication: under several processes the caller gathers `(indices, scores)` from
+        every process first (`modeling_gadms.distributed.all_gather_variable`, as the trainer does every step)
+        and gives every process the same update, so that all banks stay identical. A sample given more than
+        once in one update takes its last value (batch order), deterministically.
         """
         if not isinstance(indices, torch.Tensor):
             indices = torch.as_tensor(indices)
@@ -205,13 +160,8 @@ class ScoreBank:
                 f"scores must have shape [len(indices), seq_len] = [{indices.reshape(-1).shape[0]}, {self.seq_len}], "
                 f"got {tuple(scores.shape)}"
             )
-        self._check_indices(indices)  # fail on this process before any communication
-        indices = indices.to(scores.device, torch.long)
-        scores = scores.detach().float()
-        if _world_size() > 1:
-            indices = all_gather_variable(indices)
-            scores = all_gather_variable(scores)
         rows = self._check_indices(indices)
+        scores = scores.detach().float()
         values = scores.to(device=self.device, dtype=self.dtype)
         if rows.numel() == 0:
             return
@@ -246,4 +196,4 @@ class ScoreBank:
             self.initial_score = float(state_dict["initial_score"])
 
 
-__all__ = ["ScoreBank", "all_gather_variable"]
+__all__ = ["ScoreBank"]

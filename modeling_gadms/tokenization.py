@@ -3,7 +3,7 @@
 CLIP's byte-level BPE vocabulary is laid out as: the 256 byte symbols, the same 256 with the end-of-word
 suffix `</w>`, one entry per merge (in merge order), then `<|startoftext|>` and `<|endoftext|>`. GA-DMS
 drops the last merge of that list to free its id for `<|mask|>`, so with the full CLIP vocabulary (49408
-entries) `<|mask|>` = 49405, `<|startoftext|>` = 49406 and `<|endoftext|>` = 49407 (SPEC section 2), and
+entries) `<|mask|>` = 49405, `<|startoftext|>` = 49406 and `<|endoftext|>` = 49407 (docs/method.md section 2), and
 released GA-DMS weights keep their meaning.
 
 Every tokenizer built here uses that layout: `[bytes, bytes</w>, merges..., <|mask|>, SOT, EOT]`. The same

@@ -8,6 +8,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def launch_env(**extra) -> dict:
+    """The environment of a training subprocess (accelerate launch / torchrun): this one without launcher
+    variables, offline, one thread, the repository importable; `extra` added."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(REPO), **extra)
+    return env
+
 CAPTION_WORDS = (
     "a an the man woman person young old with and in on of wears wearing carries carrying is has "
     "long short hair black white red blue green yellow gray grey brown pink purple orange dark light "

@@ -8,7 +8,7 @@ import pytest
 import torch
 from open_clip.transformer import QuickGELU, Transformer
 from torch import nn
-from transformers import AutoModel
+from transformers import AutoModelForPreTraining
 
 import modeling_gadms  # noqa: F401
 from modeling_gadms.convert import (
@@ -68,9 +68,9 @@ def test_released_checkpoint_converts_and_matches(released, tmp_path):
     out = tmp_path / "gadms"
     assert main(["released", str(tmp_path / "best.pth"), str(out), "--image-size", "64", "32",
                  "--vision-heads", "2", "--text-heads", "2", "--decoder-heads", "4"]) == 0
-    model = AutoModel.from_pretrained(out).eval()
+    model = AutoModelForPreTraining.from_pretrained(out).eval()  # the encoder and the released heads
+    assert type(model).__name__ == "GADMSForPreTraining"
     config = model.config
-    assert (config.gass_variant, config.mtp_loss_weight) == ("released", 0.3)
     assert (config.decoder_layers, config.decoder_heads, config.num_identities) == (2, 4, 7)
 
     generator = torch.Generator().manual_seed(2)

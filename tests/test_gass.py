@@ -1,23 +1,28 @@
-"""GASS against a slow reference written here from the SPEC formulas: per sample, per layer, its own forward and
+"""GASS against a slow reference written here from the formulas of docs/method.md section 3: per sample, per layer, its own forward and
 `autograd.grad`, float64, the library's `F.interpolate` for the multi-scale pooling."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from modeling_gadms import GADMSConfig, GADMSModel
+from modeling_gadms import GADMSConfig, GADMSModel, GADMSObjectiveConfig
 from modeling_gadms.gass import eos_positions, gass_scores, multi_scale_pool
 
 VOCAB = 300
 EOS_AT = [4, 9, 15, 30]  # several caption lengths, so padding differs per caption
+TEXT_LAYERS = 3
+GASS_LAYERS = 2  # the last 2 of the 3 text layers: the first one runs without autograd
+GASS_SCALES = (1, 2, 3)
+# passed explicitly: the model config holds no GASS settings
+GASS = {"num_layers": GASS_LAYERS, "scales": GASS_SCALES}
 
 
 @pytest.fixture(scope="module")
 def model():
     base = GADMSConfig.tiny(vocab_size=VOCAB)
-    text = {**base.text_config.to_dict(), "num_hidden_layers": 3}
+    text = {**base.text_config.to_dict(), "num_hidden_layers": TEXT_LAYERS}
     text = {k: v for k, v in text.items() if k not in ("model_type", "transformers_version")}
-    config = GADMSConfig.tiny(vocab_size=VOCAB, text_config=text, gass_layers=2, gass_scales=[1, 2, 3])
+    config = GADMSConfig.tiny(vocab_size=VOCAB, text_config=text)
     torch.manual_seed(0)
     model = GADMSModel(config).double()
     with torch.no_grad():  # give layer norms and biases non-trivial values
@@ -79,20 +84,20 @@ def reference_paper(model, ids, images):
         eos = int((one[0] == config.text_config.eos_token_id).nonzero()[0])
         n = eos + 1
         total = torch.zeros(n, dtype=torch.float64)
-        for l in range(layers - config.gass_layers, layers):
+        for l in range(layers - GASS_LAYERS, layers):
             out, store = _captured_paper_forward(model, one, l)
             text = model.text_projection(out.pooler_output)[0]
             sim = F.cosine_similarity(text, images[b], dim=0)
             (g,) = torch.autograd.grad(sim, store["o"])
             g = g[0, eos]
             q, k, v = store["q"][0, :n].detach(), store["k"][0, :n].detach(), store["v"][0, :n].detach()
-            mq, mk = _msp(q, config.gass_scales), _msp(k, config.gass_scales)
+            mq, mk = _msp(q, GASS_SCALES), _msp(k, GASS_SCALES)
             w = _minmax(torch.stack([F.cosine_similarity(mq[eos], mk[j], dim=0) for j in range(n)]))
             s_g = w * (v @ g)
             a = out.attentions[l][0].mean(dim=0)[eos, :n].detach()
             s_a = a / a.sum()
             total += s_g * s_a
-        raw = torch.relu(total / config.gass_layers)
+        raw = torch.relu(total / GASS_LAYERS)
         ordinary = raw[1:eos]
         scores[b, 1:eos] = _minmax(ordinary)
     model.set_attn_implementation("sdpa")
@@ -103,7 +108,7 @@ def reference_released(model, ids, images):
     config = model.config
     text_model = model.text_model
     layers = config.text_config.num_hidden_layers
-    first = layers - config.gass_layers
+    first = layers - GASS_LAYERS
     width = config.text_config.hidden_size
     positions = ids.shape[1]
     causal = torch.full((positions, positions), float("-inf"), dtype=torch.float64).triu(1)
@@ -133,7 +138,7 @@ def reference_released(model, ids, images):
             sim = F.cosine_similarity(text, images[b], dim=0)
             (g,) = torch.autograd.grad(sim, store["o"])
             g = g[eos]
-            mq, mk = _msp(store["q"], config.gass_scales), _msp(store["k"], config.gass_scales)
+            mq, mk = _msp(store["q"], GASS_SCALES), _msp(store["k"], GASS_SCALES)
             w = _minmax(torch.stack([F.cosine_similarity(mq[eos], mk[j], dim=0) for j in range(positions)]))
             r = w * (store["v"] @ g)
             a = store["A"][eos] * m / (r.sum() + 1e-8)
@@ -144,7 +149,7 @@ def reference_released(model, ids, images):
 
 def test_paper_variant_matches_reference(model):
     ids, images = _batch()
-    ours = gass_scores(model, ids, images, variant="paper")
+    ours = gass_scores(model, ids, images, variant="paper", **GASS)
     expected = reference_paper(model, ids, images)
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
     assert ours.max() > 0.99  # each caption's scores span [0, 1]
@@ -154,28 +159,28 @@ def test_paper_variant_matches_reference(model):
 
 def test_released_variant_matches_reference(model):
     ids, images = _batch()
-    ours = gass_scores(model, ids, images, variant="released")
+    ours = gass_scores(model, ids, images, variant="released", **GASS)
     expected = reference_released(model, ids, images)
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
 
 
 def test_paper_scores_do_not_depend_on_padding_or_batch_mates(model):
     ids, images = _batch()
-    full = gass_scores(model, ids, images, variant="paper")
+    full = gass_scores(model, ids, images, variant="paper", **GASS)
     padded = ids.clone()
     padded[ids == 0] = 5  # other ids after EOS
-    torch.testing.assert_close(gass_scores(model, padded, images, variant="paper"), full)
-    torch.testing.assert_close(gass_scores(model, ids[1:3], images[1:3], variant="paper"), full[1:3])
+    torch.testing.assert_close(gass_scores(model, padded, images, variant="paper", **GASS), full)
+    torch.testing.assert_close(gass_scores(model, ids[1:3], images[1:3], variant="paper", **GASS), full[1:3])
 
 
 def test_no_gradient_reaches_the_weights(model):
     ids, images = _batch()
     model.zero_grad(set_to_none=True)
-    gass_scores(model, ids, images)
+    gass_scores(model, ids, images, **GASS)
     assert all(p.grad is None for p in model.parameters())
     frozen = [p.requires_grad_(False) for p in model.parameters()]
     try:
-        assert gass_scores(model, ids, images).shape == ids.shape  # works with frozen weights too
+        assert gass_scores(model, ids, images, **GASS).shape == ids.shape  # works with frozen weights too
     finally:
         for p in frozen:
             p.requires_grad_(True)
@@ -191,8 +196,12 @@ def test_single_autograd_grad_call(model, monkeypatch):
 
     monkeypatch.setattr(torch.autograd, "grad", counting)
     ids, images = _batch()
-    gass_scores(model, ids, images)
-    assert calls == [model.config.gass_layers]
+    gass_scores(model, ids, images, **GASS)
+    assert calls == [GASS_LAYERS]
+    # Without num_layers: 8, or all layers of a shallower tower (here 3), as the objective resolves it.
+    calls.clear()
+    gass_scores(model, ids, images, scales=GASS_SCALES)
+    assert calls == [TEXT_LAYERS] == [GADMSObjectiveConfig().num_gass_layers(TEXT_LAYERS)]
 
 
 def test_multi_scale_pool_against_interpolate():
@@ -214,5 +223,8 @@ def test_errors(model):
         eos_positions(no_eos, VOCAB - 1)
     with pytest.raises(ValueError, match="unknown GASS variant"):
         gass_scores(model, ids, images, variant="mine")
+    for layers in (0, TEXT_LAYERS + 1):
+        with pytest.raises(ValueError, match=r"num_layers must lie in \[1, 3\]"):
+            gass_scores(model, ids, images, num_layers=layers)
     with torch.inference_mode(), pytest.raises(RuntimeError, match="GASS needs autograd"):
-        gass_scores(model, ids, images)
+        gass_scores(model, ids, images, **GASS)

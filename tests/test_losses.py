@@ -1,5 +1,6 @@
-"""Losses (SPEC section 5): SDM by hand and against a loop reference, MTP / ID by hand, and the two-process
-(gloo, loopback) checks: gathered SDM equals one process on the concatenated batch, and ScoreBank sync."""
+"""Losses (docs/method.md section 5): SDM by hand and against a loop reference, MTP / ID by hand, and the two-process
+(gloo, loopback) checks: gathered SDM equals one process on the concatenated batch, and ScoreBank sync (the
+trainer's way: `all_gather_variable` of the step's indices and scores, then the same `update` everywhere)."""
 
 import importlib
 import math
@@ -19,23 +20,27 @@ WORKER_ENV = "GADMS_TEST_DIST_WORKER"
 
 
 def _standalone_modules():
-    """`losses` and `score_bank` imported from their files without the package `__init__` (which imports
-    transformers, seconds per process): they need only torch. Used by the spawned worker processes."""
+    """`losses`, `score_bank` and `distributed` imported from their files without the package `__init__` (which
+    imports transformers, seconds per process): they need only torch. Used by the spawned worker processes."""
     name = "_gadms_losses_standalone"
     if name not in sys.modules:
         package = types.ModuleType(name)
         package.__path__ = [str(Path(__file__).resolve().parents[1] / "modeling_gadms")]
         sys.modules[name] = package
-    return importlib.import_module(f"{name}.losses"), importlib.import_module(f"{name}.score_bank")
+    modules = ("losses", "score_bank", "distributed")
+    return tuple(importlib.import_module(f"{name}.{module}") for module in modules)
 
 
 if os.environ.get(WORKER_ENV) == "1":  # a spawned worker process
-    _losses, _score_bank = _standalone_modules()
+    _losses, _score_bank, _distributed = _standalone_modules()
 else:
+    from modeling_gadms import distributed as _distributed
     from modeling_gadms import losses as _losses
     from modeling_gadms import score_bank as _score_bank
 
-gather_features, sdm_loss = _losses.gather_features, _losses.sdm_loss
+sdm_loss = _losses.sdm_loss
+gather_features, all_gather_variable = _distributed.gather_features, _distributed.all_gather_variable
+world_size = _distributed.world_size
 id_loss, mtp_loss = _losses.id_loss, _losses.mtp_loss
 ScoreBank = _score_bank.ScoreBank
 
@@ -49,7 +54,7 @@ def softmax(xs: list[float]) -> list[float]:
 
 
 def ref_sdm(images: list[list[float]], texts: list[list[float]], ids: list[int], scale: float) -> float:
-    """Straightforward loop reference of SDM (SPEC section 5) in plain Python floats."""
+    """Straightforward loop reference of SDM (docs/method.md section 5) in plain Python floats."""
 
     def unit(v):
         n = math.sqrt(sum(x * x for x in v))
@@ -172,6 +177,10 @@ def test_id_loss_hand_computed():
 def test_gather_features_single_process_is_identity():
     x = torch.randn(3, 4, requires_grad=True)
     assert gather_features(x) is x
+    assert world_size() == 1
+    assert all_gather_variable(x) is x
+    gathered, sizes = all_gather_variable(x, return_sizes=True)
+    assert gathered is x and sizes == [3]
 
 
 # -- two processes (gloo on loopback) -----------------------------------------------------------------------------
@@ -205,10 +214,18 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
         loss.backward()
         order = gather_features(torch.arange(lo, hi))
 
+        processes = world_size()
         bank = ScoreBank(12, seq_len=4)
         indices, value = BANK_UPDATES[rank]
         before = bank.get(torch.tensor([0, 11]))
-        bank.update(torch.tensor(indices), torch.full((len(indices), 4), value))
+        local_indices, local_scores = torch.tensor(indices), torch.full((len(indices), 4), value)
+        # As the trainer does: gather every process's rows, then the same update on every process.
+        gathered_indices = all_gather_variable(local_indices)
+        gathered_scores = all_gather_variable(local_scores)
+        bank.update(gathered_indices, gathered_scores)
+        # The bank itself does not communicate: an update with local rows only stays local.
+        local = ScoreBank(12, seq_len=4)
+        local.update(local_indices, local_scores)
         torch.save(
             {
                 "loss": loss.detach(),
@@ -216,6 +233,9 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
                 "text_grad": texts.grad,
                 "order": order,
                 "bank": bank.state_dict()["scores"],
+                "local_bank": local.state_dict()["scores"],
+                "gathered_indices": gathered_indices,
+                "world_size": processes,
                 "before": before,
             },
             Path(folder) / f"rank{rank}.pt",
@@ -259,6 +279,9 @@ def test_gathered_sdm_equals_single_process(two_process_run):
 
 def test_score_bank_identical_on_all_processes(two_process_run):
     _, results = two_process_run
+    assert [res["world_size"] for res in results] == [2, 2]
+    for res in results:  # every process's indices, in rank order
+        assert res["gathered_indices"].tolist() == BANK_UPDATES[0][0] + BANK_UPDATES[1][0]
     bank0, bank1 = results[0]["bank"], results[1]["bank"]
     assert torch.equal(bank0, bank1)
     expected = torch.full((12, 4), 0.85).half()
@@ -267,3 +290,9 @@ def test_score_bank_identical_on_all_processes(two_process_run):
     assert torch.equal(bank0, expected)  # both processes' updates, index 7 from rank 1
     assert expected[7, 0].item() == 0.75 and expected[1, 0].item() == 0.25 and expected[2, 0].item() == 0.75
     assert torch.allclose(results[0]["before"], torch.full((2, 4), 0.85), atol=5e-4)
+    # Without the gather each process's bank holds its own update only.
+    for rank, (indices, value) in enumerate(BANK_UPDATES):
+        own = torch.full((12, 4), 0.85).half()
+        own[indices] = value
+        assert torch.equal(results[rank]["local_bank"], own)
+    assert not torch.equal(results[0]["local_bank"], results[1]["local_bank"])

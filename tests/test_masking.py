@@ -1,4 +1,4 @@
-"""Dual masking and random MLM masking (SPEC section 4): eligibility, rates, 80/10/10 split, forced targets."""
+"""Dual masking and random MLM masking (docs/method.md section 4): eligibility, rates, 80/10/10 split, forced targets."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modeling_gadms import GADMSConfig
+from modeling_gadms import GADMSConfig, GADMSObjectiveConfig
 from modeling_gadms.masking import (
     DualMaskingOutput,
     dual_masking,
@@ -18,7 +18,8 @@ from modeling_gadms.masking import (
     replace_tokens,
 )
 
-CONFIG = GADMSConfig()  # mask 49405, SOT 49406, EOT 49407, alpha 0.2 / 0.3, lambda 20, gamma 0.9 / 0.1
+CONFIG = GADMSConfig()  # the ids: mask 49405, SOT 49406, EOT 49407
+SETTINGS = GADMSObjectiveConfig()  # alpha 0.2 / 0.3, lambda 20, gamma 0.9 / 0.1; MLM 0.15; 80/10/10
 MASK, SOT, EOT = 49405, 49406, 49407
 SCORE_VALUES = [0.0, 0.05, 0.1, 0.15, 0.2, 0.5, 0.85, 1.0]
 
@@ -115,7 +116,7 @@ def test_probability_curves_match_formula():
 def drawn():
     """Several thousand long captions (forced MTP targets are then vanishingly rare) and one dual masking draw."""
     ids, scores, eos = make_batch(4000, 55, 75, seed=1)
-    out = dual_masking(ids, scores, CONFIG, generator=torch.Generator().manual_seed(2))
+    out = dual_masking(ids, scores, SETTINGS, CONFIG, generator=torch.Generator().manual_seed(2))
     return ids, scores, eos, out
 
 
@@ -202,7 +203,7 @@ def test_replace_tokens_random_ids_are_uniform_ordinary_ids(tiny_config):
 
 
 def test_forced_mtp_target_when_nothing_can_be_chosen():
-    config = GADMSConfig(mask_alpha_informative=0.0)  # informative probability 0 everywhere
+    objective = GADMSObjectiveConfig(mask_alpha_informative=0.0)  # informative probability 0 everywhere
     ids = torch.tensor(
         [
             [SOT, 11, 12, 13, EOT, 0, 0, 0],
@@ -213,7 +214,7 @@ def test_forced_mtp_target_when_nothing_can_be_chosen():
     )
     scores = torch.zeros(ids.shape)
     for seed in range(5):
-        out = dual_masking(ids, scores, config, generator=torch.Generator().manual_seed(seed))
+        out = dual_masking(ids, scores, objective, CONFIG, generator=torch.Generator().manual_seed(seed))
         assert out.mtp_mask.int().tolist() == [
             [0, 1, 0, 0, 0, 0, 0, 0],
             [0, 0, 0, 1, 0, 0, 0, 0],
@@ -236,26 +237,27 @@ def test_no_forcing_when_a_target_was_drawn(drawn):
 def test_seeded_generator_is_deterministic(drawn):
     ids, scores, _, _ = drawn
     ids, scores = ids[:500], scores[:500]
-    a = dual_masking(ids, scores, CONFIG, generator=torch.Generator().manual_seed(7))
-    b = dual_masking(ids, scores, CONFIG, generator=torch.Generator().manual_seed(7))
-    c = dual_masking(ids, scores, CONFIG, generator=torch.Generator().manual_seed(8))
+    a = dual_masking(ids, scores, SETTINGS, CONFIG, generator=torch.Generator().manual_seed(7))
+    b = dual_masking(ids, scores, SETTINGS, CONFIG, generator=torch.Generator().manual_seed(7))
+    c = dual_masking(ids, scores, SETTINGS, CONFIG, generator=torch.Generator().manual_seed(8))
     for field in ("noise_input_ids", "mtp_input_ids", "mtp_labels", "noise_mask", "mtp_mask"):
         assert torch.equal(getattr(a, field), getattr(b, field)), field
     assert not torch.equal(a.noise_mask, c.noise_mask) and not torch.equal(a.mtp_mask, c.mtp_mask)
     # The global RNG is used without a generator and follows torch.manual_seed.
     torch.manual_seed(11)
-    d = dual_masking(ids, scores, CONFIG)
+    d = dual_masking(ids, scores, SETTINGS, CONFIG)
     torch.manual_seed(11)
-    e = dual_masking(ids, scores, CONFIG)
+    e = dual_masking(ids, scores, SETTINGS, CONFIG)
     assert torch.equal(d.mtp_input_ids, e.mtp_input_ids) and torch.equal(d.noise_input_ids, e.noise_input_ids)
 
 
 def test_dual_masking_accepts_half_scores_and_checks_shapes(drawn):
     ids, scores, _, _ = drawn
-    out = dual_masking(ids[:10], scores[:10].half(), CONFIG, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    out = dual_masking(ids[:10], scores[:10].half(), SETTINGS, CONFIG, generator=generator)
     assert out.noise_input_ids.dtype == ids.dtype and out.noise_input_ids.shape == (10, 77)
     with pytest.raises(ValueError, match="same shape"):
-        dual_masking(ids[:10], scores[:9], CONFIG)
+        dual_masking(ids[:10], scores[:9], SETTINGS, CONFIG)
 
 
 # -- random MLM masking ------------------------------------------------------------------------------------------
@@ -263,7 +265,7 @@ def test_dual_masking_accepts_half_scores_and_checks_shapes(drawn):
 
 def test_random_mlm_rate_split_and_labels():
     ids, _, _ = make_batch(3000, 55, 75, seed=4)
-    out = random_mlm_masking(ids, CONFIG, generator=torch.Generator().manual_seed(5))
+    out = random_mlm_masking(ids, SETTINGS, CONFIG, generator=torch.Generator().manual_seed(5))
     eligible = torch.tensor([reference_ordinary(r, EOT, MASK) for r in ids.tolist()])
     n = int(eligible.sum())
     assert not (out.mask & ~eligible).any()
@@ -282,7 +284,31 @@ def test_random_mlm_forces_one_target_and_explicit_arguments():
     )
     assert out.mask.int().tolist() == [[0, 1, 0, 0, 0], [0] * 5]
     assert out.labels.tolist() == [[-100, 11, -100, -100, -100], [-100] * 5]
-    everything = random_mlm_masking(ids, CONFIG, probability=1.0, replace_prob=1.0, random_prob=0.0)
+    everything = random_mlm_masking(ids, SETTINGS, CONFIG, probability=1.0, replace_prob=1.0, random_prob=0.0)
     assert everything.input_ids.tolist() == [[SOT, MASK, MASK, EOT, 0], [SOT, EOT, 0, 0, 0]]
     with pytest.raises(ValueError, match="mask_token_id"):
         random_mlm_masking(ids, probability=0.15, eos_token_id=EOT)
+
+
+def test_curves_come_from_the_settings_and_ids_from_the_config(tiny_config):
+    """`settings` (GADMSObjectiveConfig) gives the probabilities and the replacement split; `config`
+    (GADMSConfig) gives the mask and end-of-text ids."""
+    mask = tiny_config.mask_token_id
+    sot, eot = tiny_config.text_config.bos_token_id, tiny_config.text_config.eos_token_id
+    ids = torch.tensor([[sot, 11, 12, 13, 14, eot, 0, 0]] * 200)
+    scores = torch.full(ids.shape, 0.5)
+    always = GADMSObjectiveConfig(mask_alpha_noise=1.0, mask_lambda=0.0, mask_gamma_noise=0.0,
+                                  mask_alpha_informative=0.0, mask_replace_prob=1.0, mask_random_prob=0.0)
+    # lambda 0: p_noise = alpha * sigmoid(0) = 0.5 everywhere; p_informative = 0 (forced first token only)
+    out = dual_masking(ids, scores, always, tiny_config, generator=torch.Generator().manual_seed(0))
+    eligible = out.eligible
+    assert eligible.int().tolist()[0] == [0, 1, 1, 1, 1, 0, 0, 0]  # ended by the tiny config's EOT id
+    assert within(int(out.noise_mask.sum()), int(eligible.sum()), 0.5)
+    assert (out.noise_input_ids[out.noise_mask] == mask).all()  # replace_prob 1: the tiny config's mask id
+    assert out.mtp_mask.int().tolist() == [[0, 1, 0, 0, 0, 0, 0, 0]] * 200
+    # Random MLM: the rate and the split from the settings, the ids from the config.
+    none = random_mlm_masking(ids, GADMSObjectiveConfig(mlm_probability=0.0), tiny_config)
+    assert none.mask.int().tolist() == [[0, 1, 0, 0, 0, 0, 0, 0]] * 200  # only the forced target
+    every = random_mlm_masking(ids, GADMSObjectiveConfig(mlm_probability=1.0, mask_replace_prob=1.0,
+                                                         mask_random_prob=0.0), tiny_config)
+    assert every.input_ids.tolist() == [[sot, mask, mask, mask, mask, eot, 0, 0]] * 200

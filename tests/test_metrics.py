@@ -1,4 +1,4 @@
-"""Retrieval metrics against the SPEC test vector and an independent full-sort reference."""
+"""Retrieval metrics against the test vector of docs/method.md section 7.2 and an independent full-sort reference."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from evaluation import (
 
 
 def reference_metrics(similarity, query_ids, gallery_ids, ks):
-    """Sort every row fully (score descending, then gallery index), then count as the SPEC defines."""
+    """Sort every row fully (score descending, then gallery index), then count as docs/method.md section 7.2 defines."""
     similarity = np.asarray(similarity, dtype=np.float64)
     first, aps, inps = [], [], []
     for row, qid in zip(similarity, query_ids):
@@ -64,7 +64,7 @@ def exact_cosines(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
-# the SPEC test vector and hand-computed cases
+# the test vector of docs/method.md section 7.2 and hand-computed cases
 
 SPEC_GALLERY_IDS = [7, 3, 9, 3, 5, 3]
 SPEC_SIMILARITY = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5, 0.1], [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]])
@@ -72,7 +72,7 @@ SPEC_EXPECTED = {"R1": 50.0, "R2": 100.0, "mAP": 75.0, "mINP": 75.0}
 
 
 def test_spec_vector_from_embeddings():
-    gallery = torch.eye(6)  # cosine(query, e_j) is proportional to query[j]: the SPEC similarities
+    gallery = torch.eye(6)  # cosine(query, e_j) is proportional to query[j]: the test vector's similarities
     got = retrieval_metrics(SPEC_SIMILARITY, gallery, [3, 9], SPEC_GALLERY_IDS, ks=(1, 2))
     assert_metrics_close(got, SPEC_EXPECTED, tol=1e-9)
 

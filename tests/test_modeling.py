@@ -1,6 +1,8 @@
-"""GADMSModel: shapes, features, rectangular positions, initialisation, save/load (registered, remote code, hub cache)."""
+"""GADMSModel and GADMSForPreTraining: shapes, features, rectangular positions, initialisation, save/load
+(registered, remote code, hub cache, the heads dropped by AutoModel and restored by AutoModelForPreTraining)."""
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -11,10 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModel
+from transformers import AutoModel, AutoModelForPreTraining
+from transformers.utils import logging as transformers_logging
 
 import modeling_gadms  # noqa: F401  (registers the Auto classes)
-from modeling_gadms import GADMSConfig, GADMSModel
+from modeling_gadms import GADMSConfig, GADMSForPreTraining, GADMSModel
+from modeling_gadms.losses import sdm_loss
 from modeling_gadms.modeling_gadms import resize_position_embedding
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,8 +145,8 @@ def test_towers_initialise_like_clip(model, tiny_config, tower):
 
 def test_decoder_and_classifier_initialise_as_the_spec(tiny_config):
     torch.manual_seed(0)
-    model = GADMSModel(GADMSConfig.tiny(vocab_size=2000, num_identities=50, decoder_layers=3,
-                                        projection_dim=64, decoder_heads=4))
+    model = GADMSForPreTraining(GADMSConfig.tiny(vocab_size=2000, num_identities=50, decoder_layers=3,
+                                                 projection_dim=64, decoder_heads=4))
     decoder, d, layers = model.mtp_decoder, 64, 3
     attn, proj, fc = d**-0.5, d**-0.5 * (2 * layers) ** -0.5, (2 * d) ** -0.5
     blocks = decoder.cross_modal_transformer.layers
@@ -161,11 +165,80 @@ def test_decoder_and_classifier_initialise_as_the_spec(tiny_config):
 
 def test_saved_model_loads_with_no_missing_or_unexpected_keys(tmp_path):
     config = GADMSConfig.tiny(vocab_size=400, num_identities=7)
-    GADMSModel(config).save_pretrained(tmp_path)
-    model, info = AutoModel.from_pretrained(tmp_path, output_loading_info=True)
+    GADMSForPreTraining(config).save_pretrained(tmp_path)
+    model, info = AutoModelForPreTraining.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     assert model.classifier.out_features == 7
     assert any(k.startswith("mtp_decoder.cross_modal_transformer.layers.0.") for k in model.state_dict())
+
+
+def test_one_directory_loads_as_the_dual_encoder_and_as_the_pretraining_model(tmp_path, caplog):
+    torch.manual_seed(0)
+    pretraining = GADMSForPreTraining(GADMSConfig.tiny(vocab_size=400, num_identities=7)).eval()
+    pretraining.save_pretrained(tmp_path / "pt")
+    saved = json.loads((tmp_path / "pt" / "config.json").read_text())
+    assert saved["auto_map"]["AutoModel"].endswith("GADMSModel")
+    assert saved["auto_map"]["AutoModelForPreTraining"].endswith("GADMSForPreTraining")
+    assert not any(key.startswith(("gass_", "mask_alpha", "mtp_loss")) for key in saved)  # no objective settings
+    # the heads come back with AutoModelForPreTraining ...
+    restored = AutoModelForPreTraining.from_pretrained(tmp_path / "pt")
+    for name, value in pretraining.state_dict().items():
+        assert torch.equal(restored.state_dict()[name], value), name
+    # ... and AutoModel gives the dual encoder, dropping them without a word
+    transformers_logging.enable_propagation()
+    with caplog.at_level(logging.WARNING):
+        encoder, info = AutoModel.from_pretrained(tmp_path / "pt", output_loading_info=True)
+    assert type(encoder) is GADMSModel and not hasattr(encoder, "mtp_decoder")
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert not [r for r in caplog.records if "mtp_decoder" in r.getMessage() or "classifier" in r.getMessage()]
+    for name, value in pretraining.gadms.state_dict().items():
+        assert torch.equal(encoder.state_dict()[name], value), name
+    # a dual encoder's directory starts pretraining with fresh heads, the encoder's weights kept
+    encoder.save_pretrained(tmp_path / "enc")
+    fresh = AutoModelForPreTraining.from_pretrained(tmp_path / "enc")
+    assert torch.equal(fresh.gadms.text_projection.weight, pretraining.gadms.text_projection.weight)
+
+
+def test_an_earlier_versions_directory_still_loads(tmp_path, caplog):
+    """Earlier versions saved one GADMSModel holding the heads at the top level and the objective's settings in
+    config.json: both classes load it; the settings are dropped with a message that says where they went."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    pretraining = GADMSForPreTraining(GADMSConfig.tiny(vocab_size=400, num_identities=3))
+    pretraining.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(gass_variant="released", mtp_loss_weight=0.3, gass_layers=2, architectures=["GADMSModel"])
+    config.pop("auto_map")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    flat = {k.removeprefix("gadms."): v.contiguous() for k, v in pretraining.state_dict().items()}
+    save_file(flat, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    transformers_logging.enable_propagation()
+    with caplog.at_level(logging.WARNING):
+        old = AutoModelForPreTraining.from_pretrained(tmp_path)
+    moved = [r.getMessage() for r in caplog.records if "objective" in r.getMessage()]
+    assert moved and "gass_variant='released'" in moved[0] and "objective_preset" in moved[0]
+    assert not hasattr(old.config, "gass_variant")
+    for name, value in pretraining.state_dict().items():
+        assert torch.equal(old.state_dict()[name], value), name
+    encoder = AutoModel.from_pretrained(tmp_path)
+    assert torch.equal(encoder.text_projection.weight, pretraining.gadms.text_projection.weight)
+
+
+def test_return_loss_is_the_sdm_loss(tiny_config):
+    torch.manual_seed(0)
+    model = GADMSModel(tiny_config).eval()
+    ids, mask, pixels = _inputs(tiny_config)
+    pixels = pixels[: ids.shape[0]]
+    pids = torch.tensor([0, 0, 1])
+    with torch.no_grad():
+        out = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, person_ids=pids, return_loss=True)
+        plain = model(input_ids=ids, pixel_values=pixels, attention_mask=mask)
+        reference = sdm_loss(model.get_image_features(pixels), model.get_text_features(ids, mask), pids,
+                             1 / tiny_config.temperature)
+    torch.testing.assert_close(out.loss, reference)
+    assert plain.loss is None
+    torch.testing.assert_close(out.logits_per_text, plain.logits_per_text)
 
 
 def test_sdpa_by_default_and_equal_to_eager(tiny_gadms_dir, tiny_config):

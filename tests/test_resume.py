@@ -17,17 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import launch_env
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 EPOCHS = 3
-
-
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
-               PYTHONPATH=str(REPO), **extra)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +55,7 @@ def _command(config, processes, port):
 
 
 def _env_for(processes):
-    return _env(ACCELERATE_USE_CPU="true") if processes > 1 else _env()
+    return launch_env(ACCELERATE_USE_CPU="true") if processes > 1 else launch_env()
 
 
 def _run(command, processes):

@@ -1,9 +1,9 @@
-"""ScoreBank (SPEC section 3): initial value, get/update, checkpointing, errors, memory, dtype."""
+"""ScoreBank (docs/method.md section 3): initial value, get/update, checkpointing, errors, memory, dtype."""
 
 import pytest
 import torch
 
-from modeling_gadms import GADMSConfig
+from modeling_gadms import GADMSConfig, GADMSObjectiveConfig
 from modeling_gadms.score_bank import ScoreBank
 
 
@@ -19,10 +19,18 @@ def test_initial_value_shape_and_dtypes():
 
 
 def test_from_config_uses_initial_score_and_context_length():
-    config = GADMSConfig(initial_token_score=0.5, text_config={"max_position_embeddings": 32})
-    bank = ScoreBank.from_config(config, num_samples=4)
+    # The context length comes from the model config, the initial score from the objective settings.
+    config = GADMSConfig(text_config={"max_position_embeddings": 32})
+    objective = GADMSObjectiveConfig(initial_token_score=0.5)
+    bank = ScoreBank.from_config(config, num_samples=4, objective=objective)
     assert bank.seq_len == 32 and (bank.get(torch.arange(4)) == 0.5).all()
     assert ScoreBank.from_config(GADMSConfig(), 2).seq_len == 77
+    # Without objective settings: the default 0.85 (as stored in float16); an explicit initial_score wins.
+    default = ScoreBank.from_config(config, 3)
+    assert default.initial_score == 0.85 == GADMSObjectiveConfig().initial_token_score
+    assert torch.equal(default.get(torch.arange(3)), torch.full((3, 32), torch.tensor(0.85).half().item()))
+    explicit = ScoreBank.from_config(config, 3, objective=objective, initial_score=0.25, dtype=torch.float32)
+    assert explicit.dtype == torch.float32 and (explicit.get(torch.arange(3)) == 0.25).all()
 
 
 def test_update_then_get_round_trip():

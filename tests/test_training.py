@@ -3,7 +3,6 @@ resume, LoRA, corrupt images, the model card and the hub upload call."""
 
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,20 +11,14 @@ from unittest import mock
 import pytest
 import torch
 import yaml
+from conftest import launch_env
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def _env():
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
-               PYTHONPATH=str(REPO))
-    return env
-
-
 def _run(command, timeout=600):
-    result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(command, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
     return result
 
@@ -96,7 +89,7 @@ def test_two_processes_share_one_score_bank(data, tmp_path):
                      batch_size=4, eval_split=None, test_split=None)
     env_launch = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", "29533", "training/pretrain.py",
                   "--config", str(config)]
-    result = subprocess.run(env_launch, cwd=REPO, env={**_env(), "ACCELERATE_USE_CPU": "true"}, capture_output=True,
+    result = subprocess.run(env_launch, cwd=REPO, env={**launch_env(), "ACCELERATE_USE_CPU": "true"}, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     results = json.loads((tmp_path / "ddp" / "results.json").read_text())
@@ -126,7 +119,7 @@ def test_resume_mid_epoch_gives_the_same_weights(data, tmp_path):
 
 def test_lora_train_save_reload_merge(data, tmp_path):
     from peft import PeftModel
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoModelForPreTraining
 
     import modeling_gadms  # noqa: F401
     from training.pretrain import main
@@ -140,12 +133,13 @@ def test_lora_train_save_reload_merge(data, tmp_path):
           "--lora", "--merge-lora"])
     adapter = lora_out / "last"
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
-    reloaded = PeftModel.from_pretrained(AutoModel.from_pretrained(base / "last"), adapter).eval()
+    # adapters are trained on the pretraining model (the dual encoder's layers sit under `gadms.`)
+    reloaded = PeftModel.from_pretrained(AutoModelForPreTraining.from_pretrained(base / "last"), adapter).eval()
     merged = AutoModel.from_pretrained(adapter / "merged").eval()
     ids = torch.randint(1, 50, (2, 77))
     ids[:, 0], ids[:, 5], ids[:, 6:] = merged.config.text_config.bos_token_id, merged.config.text_config.eos_token_id, 0
     with torch.no_grad():
-        a = reloaded.get_base_model().get_text_features(ids)
+        a = reloaded.get_base_model().gadms.get_text_features(ids)
         b = merged.get_text_features(ids)
         plain = AutoModel.from_pretrained(base / "last").eval().get_text_features(ids)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
@@ -201,9 +195,16 @@ def test_config_errors(tmp_path):
         load_config(path)
     with pytest.raises(ValueError, match="objective must be one of"):
         load_config(None, ["objective=clip"])
-    config = load_config(None, ["learning_rate=1e-4", "image_size=[96, 32]", "model_overrides.gass_variant=released"])
+    config = load_config(None, ["learning_rate=1e-4", "image_size=[96, 32]", "objective_overrides.gass_variant=released",
+                                "model_overrides.temperature=0.5"])
     assert config.learning_rate == 1e-4 and config.image_size == [96, 32]
-    assert config.model_overrides == {"gass_variant": "released"}
+    assert config.objective_overrides == {"gass_variant": "released"} and config.model_overrides == {"temperature": 0.5}
+    settings = config.objective_settings()
+    assert (settings.recipe, settings.gass_variant, settings.mtp_loss_weight) == ("gadms", "released", 0.4)
+    released = load_config(None, ["objective_preset=released", "objective=irra"]).objective_settings()
+    assert (released.recipe, released.gass_variant, released.mtp_loss_weight) == ("irra", "released", 0.3)
+    with pytest.raises(ValueError, match="objective_preset / objective_overrides: unknown GA-DMS preset 'papr'"):
+        load_config(None, ["objective_preset=papr"])
 
 
 def test_schedule_warmup_then_cosine():

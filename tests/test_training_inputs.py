@@ -57,8 +57,13 @@ def test_batch_equal_to_the_data_trains_one_step(webperson, tmp_path):
 
 def test_model_override_typo_names_the_key_and_the_nearest(webperson, tmp_path, capsys):
     config = _config(tmp_path / "c.yaml", data=str(webperson), output_dir=str(tmp_path / "out"))
-    err = _exit_message(capsys, ["--config", str(config), "--set", "model_overrides.gass_layerz=1"])
+    err = _exit_message(capsys, ["--config", str(config), "--set", "model_overrides.projection_dimm=16"])
+    assert "'projection_dimm'" in err and "did you mean 'projection_dim'" in err
+    err = _exit_message(capsys, ["--config", str(config), "--set", "objective_overrides.gass_layerz=1"])
     assert "'gass_layerz'" in err and "did you mean 'gass_layers'" in err
+    # an objective setting given as a model key says where it belongs
+    with pytest.raises(ValueError, match="'gass_layers' is a setting of the training objective.*objective_overrides"):
+        check_model_overrides({"gass_layers": 1})
     with pytest.raises(ValueError, match=r"'vision_config.patch_sise'.*did you mean 'vision_config.patch_size'"):
         check_model_overrides({"vision_config.patch_sise": 8})
     with pytest.raises(ValueError, match=r"'vision_conifg.patch_size'.*did you mean 'vision_config'"):

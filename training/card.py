@@ -61,8 +61,9 @@ def write_model_card(directory: str | Path, config, metrics: dict | None = None,
     name = repo_id or config.push_to_hub or directory.name
     data = ModelCardData(library_name="transformers", license="apache-2.0", tags=["person-retrieval", "ga-dms", "clip"],
                          model_name=name, eval_results=eval_results)
-    settings = [(k, config.to_dict()[k]) for k in ("objective", "model", "data", "benchmark", "epochs", "batch_size",
-                                                   "learning_rate", "mixed_precision", "lora")]
+    settings = [(k, config.to_dict()[k]) for k in ("objective", "objective_preset", "objective_overrides", "model",
+                                                   "data", "benchmark", "epochs", "batch_size", "learning_rate",
+                                                   "mixed_precision", "lora")]
     card = ModelCard.from_template(
         data, template_str=TEMPLATE, model_name=name, repo=repo_id or config.push_to_hub or str(directory),
         script="pretrain" if config.objective == "gadms" else "finetune", objective=config.objective,

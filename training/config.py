@@ -22,15 +22,19 @@ class TrainingConfig:
     """Everything a pretraining or fine-tuning run needs. Field names are the YAML keys.
 
     Model: `model` is a GA-DMS directory or hub id (for example a converted CLIP), or `"tiny"` for a small model
-    built from scratch with a vocabulary of the training captions (CPU demos); `model_preset` and
-    `model_overrides` apply to a fresh model's `GADMSConfig`.
+    built from scratch with a vocabulary of the training captions (CPU demos); `model_overrides` apply to its
+    `GADMSConfig` (architecture keys only).
+    Objective: `objective` is the recipe (`gadms` pretraining, `irra` fine-tuning / baseline); `objective_preset`
+    (`paper` or `released`) and `objective_overrides` give its settings, a `GADMSObjectiveConfig` (GASS, masking
+    curves, loss weights; docs/method.md sections 3-6), see `objective_settings()`.
     Data: `data` is a WebPerson-schema data set (hub id, local folder or parquet files) for pretraining; for
     fine-tuning, `benchmark` and `data_root` name a benchmark loaded by `evaluation.benchmarks`.
     """
 
     objective: str = "gadms"
+    objective_preset: str = "paper"
+    objective_overrides: dict = field(default_factory=dict)
     model: str = "tiny"
-    model_preset: str = "paper"
     model_overrides: dict = field(default_factory=dict)
     image_size: list = field(default_factory=lambda: [384, 128])
 
@@ -105,6 +109,24 @@ class TrainingConfig:
         if len(self.image_size) != 2:
             raise ValueError(f"image_size must be [height, width], got {self.image_size}")
         self.model_overrides = check_model_overrides(self.model_overrides)
+        self.objective_settings()  # refuses an unknown preset, an unknown setting or an invalid value now
+
+    def objective_settings(self):
+        """The objective's settings: a `GADMSObjectiveConfig` of `objective_preset` with `objective_overrides`,
+        for the recipe `objective`."""
+        from modeling_gadms.configuration_gadms import GADMSObjectiveConfig
+
+        overrides = dict(self.objective_overrides or {})
+        if "recipe" in overrides:
+            raise ValueError("objective_overrides: set the recipe with `objective`, not `recipe`")
+        valid = set(_objective_fields()) - {"recipe"}
+        for key in overrides:
+            if key not in valid:
+                raise ValueError(f"objective_overrides: unknown objective setting {key!r}{_nearest(str(key), valid)}")
+        try:
+            return GADMSObjectiveConfig.from_preset(self.objective_preset, recipe=self.objective, **overrides)
+        except ValueError as error:
+            raise ValueError(f"objective_preset / objective_overrides: {error}") from None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -120,6 +142,12 @@ SUB_CONFIGS = ("text_config", "vision_config")
 def _nearest(key: str, valid) -> str:
     close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _objective_fields() -> tuple[str, ...]:
+    from modeling_gadms.configuration_gadms import OBJECTIVE_FIELDS
+
+    return OBJECTIVE_FIELDS
 
 
 def model_config_keys() -> dict[str, set[str]]:
@@ -170,9 +198,14 @@ def check_model_overrides(overrides: dict | None) -> dict:
                     hint = _nearest(sub_key, valid[head]).replace("'", f"'{head}.", 1)
                     raise ValueError(f"model_overrides: unknown {head} key {f'{head}.{sub_key}'!r}{hint}")
             checked[head] = {**checked.get(head, {}), **value}
+        elif head in _objective_fields():
+            raise ValueError(f"model_overrides: {head!r} is a setting of the training objective, not of the model: "
+                             f"set it under objective_overrides (--set objective_overrides.{head}=...)")
         elif head not in valid[""]:
-            raise ValueError(f"model_overrides: unknown model config key {head!r}"
-                             f"{_nearest(head, valid[''] | set(SUB_CONFIGS))}")
+            hint = _nearest(head, valid[""] | set(SUB_CONFIGS) | set(_objective_fields()))
+            if any(f"'{name}'" in hint for name in _objective_fields()):
+                hint += " (a setting of the training objective: objective_overrides)"
+            raise ValueError(f"model_overrides: unknown model config key {head!r}{hint}")
         else:
             checked[head] = value
     return checked
@@ -204,8 +237,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         sources.update({str(key): f"in {path}" for key in loaded})
     for item in overrides or []:
         key, value = parse_override(item)
-        if key.startswith("model_overrides."):
-            data["model_overrides"] = {**(data.get("model_overrides") or {}), key.split(".", 1)[1]: value}
+        if key.startswith(("model_overrides.", "objective_overrides.")):
+            group, name = key.split(".", 1)
+            data[group] = {**(data.get(group) or {}), name: value}
         else:
             data[key] = value
             sources[key] = "given with --set"

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 def training_transform(height: int, width: int, augment: bool = True, pad: int = 10,
                        erasing: float = 0.5) -> v2.Compose:
-    """SPEC section 6: resize to `height x width` (bicubic), horizontal flip 0.5, pad `pad` (10) + random crop,
+    """docs/method.md section 6: resize to `height x width` (bicubic), horizontal flip 0.5, pad `pad` (10) + random crop,
     CLIP mean/std, random erasing with probability `erasing` (scale 0.02-0.4, filled with the CLIP mean as the
     released code does). Without `augment`: resize and normalise only (the test transform). Small images (the
     CPU demo) want a smaller `pad`."""

@@ -22,11 +22,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from modeling_gadms import PRESETS, GADMSConfig, GADMSModel, GADMSProcessor, ScoreBank, person_image_processor
+from modeling_gadms import GADMSConfig, GADMSForPreTraining, GADMSModel, GADMSProcessor, ScoreBank, person_image_processor
+from modeling_gadms.distributed import all_gather_variable
 from modeling_gadms.tokenization import build_tokenizer, merges_for_words
 
 from .config import TrainingConfig
-from .data import CaptionSamples, Collator, EpochSampler, training_transform
+from .data import CaptionSamples, Collator, EpochSampler
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -78,7 +79,7 @@ class MaskStream:
 
 
 def warmup_cosine(config: TrainingConfig, steps_per_epoch: int):
-    """LR factor: linear warm-up from `warmup_start_factor` over `warmup_epochs`, then cosine to 0 (SPEC section 6).
+    """LR factor: linear warm-up from `warmup_start_factor` over `warmup_epochs`, then cosine to 0 (docs/method.md section 6).
 
     With `schedule_unit="epoch"` the factor changes once per epoch, as in the released code.
     """
@@ -104,19 +105,20 @@ def words_of(captions) -> list[str]:
 
 
 def build_model(config: TrainingConfig, captions=None, num_identities: int = 0):
-    """The model and processor a run starts from: `config.model` (a directory or hub id) or a fresh tiny one."""
+    """The model and processor a run starts from: a [`GADMSForPreTraining`] of `config.model` (a directory or hub
+    id: the dual encoder's weights, and the training heads when the directory has them, else fresh ones) or a fresh
+    tiny one, with the objective settings of `config` (`config.objective_settings()`)."""
     import modeling_gadms  # noqa: F401  (registers the Auto classes)
-    from transformers import AutoConfig, AutoModel, AutoProcessor
+    from transformers import AutoConfig, AutoModelForPreTraining, AutoProcessor
 
     height, width = config.image_size
     if config.model == "tiny":
         if captions is None:
             raise ValueError("model: tiny builds its vocabulary from the training captions, none were given")
         tokenizer = build_tokenizer(merges_for_words(words_of(captions)))
-        preset = PRESETS[config.model_preset] if config.model_preset else {}
         model_config = GADMSConfig.tiny(vocab_size=len(tokenizer), image_size=(height, width),
-                                        num_identities=num_identities, **{**preset, **config.model_overrides})
-        model = GADMSModel(model_config)
+                                        num_identities=num_identities, **config.model_overrides)
+        model = GADMSForPreTraining(model_config, objective=config.objective_settings())
         processor = GADMSProcessor(person_image_processor(height, width), tokenizer)
         return model, processor
     overrides = dict(config.model_overrides)
@@ -129,9 +131,10 @@ def build_model(config: TrainingConfig, captions=None, num_identities: int = 0):
                 setattr(getattr(model_config, key), sub_key, sub_value)
         else:
             setattr(model_config, key, value)
-    if hasattr(model_config, "_check"):
-        model_config._check()
-    model = AutoModel.from_pretrained(config.model, config=model_config, use_safetensors=True)
+    if hasattr(model_config, "check"):
+        model_config.check()
+    model = AutoModelForPreTraining.from_pretrained(config.model, config=model_config, use_safetensors=True)
+    model.objective = config.objective_settings()
     processor = AutoProcessor.from_pretrained(config.model)
     if tuple(model.config.image_size) != (height, width):
         raise ValueError(
@@ -180,10 +183,11 @@ class Trainer:
         if config.activation_checkpointing:
             enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
             enable()
+        # the GASS score bank is the trainer's: read before each step, written after with every process's scores
         self.score_bank = None
         if config.objective == "gadms":
-            self.score_bank = ScoreBank.from_config(model.config, num_samples=len(train_samples))
-            model.attach_score_bank(self.score_bank)
+            self.score_bank = ScoreBank.from_config(model.config, num_samples=len(train_samples),
+                                                    objective=model.objective)
         if config.lora:
             model = self._wrap_lora(model)
         self.sampler = EpochSampler(len(train_samples), seed=config.seed)
@@ -229,10 +233,33 @@ class Trainer:
             logger.info("LoRA: %s trainable of %s parameters", f"{trainable:,}", f"{total:,}")
         return model
 
-    def base_model(self) -> GADMSModel:
-        """The GA-DMS model without the accelerate / DDP / peft wrappers."""
+    def base_model(self) -> GADMSForPreTraining:
+        """The GA-DMS pretraining model without the accelerate / DDP / peft wrappers."""
         model = self.accelerator.unwrap_model(self.model)
         return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def encoder(self) -> GADMSModel:
+        """The dual encoder being trained (what validation embeds with)."""
+        return self.base_model().gadms
+
+    # -- the score bank -----------------------------------------------------------------------------------
+
+    def previous_scores(self, sample_index: torch.Tensor) -> torch.Tensor | None:
+        """The GASS scores of the batch's samples from their previous visit (None without a bank)."""
+        if self.score_bank is None:
+            return None
+        return self.score_bank.get(sample_index)
+
+    def store_scores(self, sample_index: torch.Tensor, token_scores: torch.Tensor | None) -> None:
+        """Write the step's new GASS scores into the bank, with every process's: all processes gather the
+        `(index, scores)` of all and apply the same update, so that their banks stay identical."""
+        if self.score_bank is None or token_scores is None:
+            return
+        length = token_scores.shape[1]  # captions may be padded to the batch's longest, not to the bank's 77
+        scores = torch.nn.functional.pad(token_scores.detach().float(), (0, self.score_bank.seq_len - length))
+        indices = all_gather_variable(sample_index.to(scores.device))
+        scores = all_gather_variable(scores)
+        self.score_bank.update(indices.cpu(), scores)
 
     # -- checkpoints --------------------------------------------------------------------------------------
 
@@ -326,13 +353,8 @@ class Trainer:
         """Text-to-image retrieval metrics of the current model on a `RetrievalSplit` (main process)."""
         from .validation import evaluate_split
 
-        model = self.base_model()
-        was_training = model.training
-        model.eval()
-        metrics = evaluate_split(model, self.processor, split, batch_size=self.config.eval_batch_size,
-                                 device=self.accelerator.device)
-        model.train(was_training)
-        return metrics
+        return evaluate_split(self.encoder(), self.processor, split, batch_size=self.config.eval_batch_size,
+                              device=self.accelerator.device)
 
     # -- the loop -----------------------------------------------------------------------------------------
 
@@ -378,8 +400,10 @@ class Trainer:
                     continue
                 generator = self.masks.for_step(self.state.global_step, micro_batch)
                 micro_batch += 1
+                sample_index = batch.pop("sample_index")
                 with accelerator.accumulate(self.model):
-                    out = self.model(**batch, objective=config.objective, generator=generator)
+                    out = self.model(**batch, token_scores=self.previous_scores(sample_index), generator=generator)
+                    self.store_scores(sample_index, out.token_scores)
                     accelerator.backward(out.loss)
                     if config.max_grad_norm and accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)

@@ -73,9 +73,10 @@ def evaluate_split(model, processor, split: RetrievalSplit, batch_size: int = 25
 
 
 def load_for_evaluation(directory: str | Path, config=None):
-    """A saved training output as a plain GA-DMS model: a model directory, or a LoRA adapter (merged)."""
+    """A saved training output as the GA-DMS dual encoder (`GADMSModel`): a model directory, or a LoRA adapter
+    (trained on `GADMSForPreTraining`, so applied to one and merged, then its dual encoder)."""
     import modeling_gadms  # noqa: F401
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoModelForPreTraining
 
     directory = Path(directory)
     if (directory / "adapter_config.json").is_file():
@@ -84,7 +85,8 @@ def load_for_evaluation(directory: str | Path, config=None):
         base = PeftConfig.from_pretrained(directory).base_model_name_or_path
         if config is not None and (base is None or not Path(str(base)).exists()):
             base = config.model
-        model = PeftModel.from_pretrained(AutoModel.from_pretrained(base), directory).merge_and_unload()
+        pretraining = AutoModelForPreTraining.from_pretrained(base)
+        model = PeftModel.from_pretrained(pretraining, directory).merge_and_unload().gadms
     else:
         model = AutoModel.from_pretrained(directory)
     return model.eval()

@@ -1,6 +1,6 @@
 """WebPerson: curate person crops from a web image pool and caption them with vision-language models.
 
-The first open implementation of the WebPerson construction (SPEC section 9). A staged, resumable
+The first open implementation of the WebPerson construction (docs/method.md section 9). A staged, resumable
 pipeline over a work directory; every stage reads and writes parquet shards with done markers and a
 manifest (see :mod:`.shards`), is idempotent, and takes ``--shard i/n``:
 

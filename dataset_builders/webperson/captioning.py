@@ -1,5 +1,5 @@
 """Stage 5, caption: two captions per crop, each from a captioner given the crop, the instruction and
-a randomly drawn template (SPEC section 9.5).
+a randomly drawn template (docs/method.md section 9.5).
 
 ``caption1`` comes from the first captioner and ``caption2`` from the second; with one captioner,
 both are two samplings of it (different templates and seeds). The template and the sampling seed of

@@ -1,4 +1,4 @@
-"""Stage 2, detect: person boxes from a pluggable detector, kept by the SPEC's rules, and cropped.
+"""Stage 2, detect: person boxes from a pluggable detector, kept by the rules of docs/method.md section 9.2, and cropped.
 
 Backends (any callable ``list[PIL.Image] -> list[list[Detection]]`` works):
 
@@ -49,7 +49,7 @@ class Detection:
 
 @dataclass(frozen=True)
 class DetectionThresholds:
-    """Which boxes become crops (SPEC section 9.2; every value configurable).
+    """Which boxes become crops (docs/method.md section 9.2; every value configurable).
 
     Attributes:
         min_short_side: the box's shorter side must be above this (pixels, after clipping to the image).

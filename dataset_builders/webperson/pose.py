@@ -1,5 +1,5 @@
 """Stage 3, pose check: COCO-17 keypoints of each crop from a pluggable pose model; crops with too
-few visible body parts are dropped (SPEC section 9.3).
+few visible body parts are dropped (docs/method.md section 9.3).
 
 Backends (any callable ``list[PIL.Image] -> list[np.ndarray of shape (17, 3)]`` of ``x, y, score``
 works):
@@ -64,7 +64,7 @@ HIPS = (11, 12)
 
 @dataclass(frozen=True)
 class PoseThresholds:
-    """Pose integrity rules (SPEC section 9.3; the visibility threshold is ours, the paper gives none).
+    """Pose integrity rules (docs/method.md section 9.3; the visibility threshold is ours, the paper gives none).
 
     Attributes:
         visibility: a keypoint is visible when its score is at least this.

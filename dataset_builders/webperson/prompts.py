@@ -1,8 +1,8 @@
 """The prompts of the pipeline, as constants (versioned with the code that uses them).
 
-``CAPTION_INSTRUCTION`` restates the captioning instruction of SPEC section 9.5 in substance;
+``CAPTION_INSTRUCTION`` restates the captioning instruction of docs/method.md section 9.5 in substance;
 ``TEMPLATE_INSTRUCTION`` asks an instruct LLM to turn a human benchmark caption into a template
-(SPEC section 9.4). Both are ``str.format`` strings.
+(docs/method.md section 9.4). Both are ``str.format`` strings.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Building a template bank from benchmark captions (SPEC section 9.4).
+"""Building a template bank from benchmark captions (docs/method.md section 9.4).
 
 1. :func:`extract_templates`: an instruct LLM rewrites each human caption into a template with
    attribute placeholders (any ``generate(prompts) -> texts`` callable: an OpenAI-compatible endpoint

@@ -1,6 +1,6 @@
 """Retrieval metrics of text-based person retrieval: R@K, mAP and mINP, exactly as the field computes them.
 
-Protocol (SPEC section 7):
+Protocol (docs/method.md section 7):
 
 - every query is ranked against the WHOLE gallery by cosine similarity of L2-normalised embeddings
   (computed in float32 whatever the input dtype);

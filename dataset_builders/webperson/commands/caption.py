@@ -18,7 +18,7 @@ def add_parser(subparsers: Any) -> None:
         subparsers,
         "caption",
         "two VLM captions per crop into WORK/caption",
-        "Caption each crop twice: the SPEC's instruction plus a randomly drawn template.",
+        "Caption each crop twice: the instruction of docs/method.md section 9.5 plus a randomly drawn template.",
         retry_errors=True,
     )
     p.add_argument(

@@ -19,7 +19,7 @@ def add_parser(subparsers: Any) -> None:
         subparsers,
         "detect",
         "person boxes and crops into WORK/detect",
-        "Detect persons; keep boxes by the SPEC's thresholds (all configurable); crop.",
+        "Detect persons; keep boxes by the thresholds of docs/method.md section 9.2 (all configurable); crop.",
         retry_errors=True,
     )
     p.add_argument("--detector", default="transformers=PekingU/rtdetr_r50vd_coco_o365", help=SPEC_HELP)
