@@ -32,8 +32,7 @@ import gradio as gr  # noqa: E402
 
 from evaluation.embedding import load_model_and_processor  # noqa: E402
 from retrieval.explain import explain, render_html  # noqa: E402
-from retrieval.index import EMBEDDINGS_FILE, GalleryIndex, normalise_model_id  # noqa: E402
-from retrieval.search import search_text  # noqa: E402
+from retrieval.index import EMBEDDINGS_FILE, GalleryIndex, normalise_model_id, search_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 #: Where ``make demo`` (scripts/demo.py, configs/demo_cpu.yaml) saves its model: best validation R@1, last.

@@ -127,7 +127,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """``image`` as RGB: alpha is composited on white, CMYK / palette / grey / 16-bit are converted."""
     if image.mode == "RGB":
         return image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    palette_alpha = image.mode == "P" and ("transparency" in image.info or image.palette.mode == "RGBA")
+    if image.mode in ("RGBA", "LA", "PA") or palette_alpha:
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))

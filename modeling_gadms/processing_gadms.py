@@ -25,7 +25,12 @@ def person_image_processor(height: int = 384, width: int = 128) -> CLIPImageProc
 
 
 def _to_rgb(image):
-    """PIL images of any mode (L, P, RGBA, CMYK, I;16, ...) become RGB; other inputs pass through."""
+    """PIL images of any mode (L, P, RGBA, CMYK, I;16, ...) become RGB; other inputs pass through.
+
+    The same conversion as `gadms_utils.image_io.to_rgb` (tests/test_processor.py checks them equal on every
+    mode), kept here on purpose: this file is saved with every model as its remote code, which must import
+    nothing from this project outside `modeling_gadms`.
+    """
     if isinstance(image, Image.Image) and image.mode != "RGB":
         if image.mode in ("RGBA", "LA", "P", "PA"):
             rgba = image.convert("RGBA")

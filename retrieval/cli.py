@@ -35,10 +35,11 @@ from .index import (
     DamagedIndexError,
     GalleryIndex,
     interrupted_save,
+    search_text,
     write_skipped,
 )
 from .render import html_page, render_hits_html
-from .search import BACKENDS, FAISS_THRESHOLD, search_text
+from .search import BACKENDS, FAISS_THRESHOLD
 
 __all__ = ["IndexBusyError", "build_parser", "main"]
 

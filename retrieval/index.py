@@ -34,12 +34,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from evaluation.embedding import embed_images
+from evaluation.embedding import embed_images, embed_texts
 from gadms_utils.image_io import open_image
 
 from .search import build_faiss_index, exact_topk, faiss_topk, resolve_backend
 
 __all__ = [
+    "SearchHit",
     "EMBEDDINGS_FILE",
     "IMAGE_EXTENSIONS",
     "INDEX_FILE",
@@ -50,6 +51,7 @@ __all__ = [
     "find_images",
     "interrupted_save",
     "normalise_model_id",
+    "search_text",
     "read_skipped",
     "write_skipped",
 ]
@@ -460,3 +462,27 @@ class GalleryIndex:
                 self._faiss_index = build_faiss_index(self.embeddings)
             return faiss_topk(self.embeddings, queries, k, index=self._faiss_index)
         return exact_topk(self.embeddings, queries, k)
+
+
+@dataclass
+class SearchHit:
+    """One search result: its rank (1-based), cosine similarity and the image's absolute path."""
+
+    rank: int
+    score: float
+    path: Path
+
+
+def search_text(
+    index: GalleryIndex, model: torch.nn.Module, processor: Any, text: str, k: int = 10, backend: str = "auto"
+) -> list[SearchHit]:
+    """The ``k`` gallery images (all, when fewer) that best match the caption ``text``, best first.
+
+    ``model`` and ``processor`` should be the ones that built ``index`` (``index.model``).
+    """
+    query = embed_texts(model, processor, [text], progress=False)
+    scores, indices = index.search(query, k=k, backend=backend)
+    return [
+        SearchHit(rank=rank, score=float(score), path=index.image_path(int(i)).resolve())
+        for rank, (score, i) in enumerate(zip(scores[0].tolist(), indices[0].tolist()), start=1)
+    ]

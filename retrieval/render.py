@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .search import SearchHit
+    from .index import SearchHit
 
 __all__ = ["HITS_STYLE", "html_page", "image_src", "render_hits_html"]
 

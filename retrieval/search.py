@@ -33,29 +33,22 @@ Result pages (HTML) are rendered by :mod:`retrieval.render`.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from evaluation.embedding import embed_texts
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .index import GalleryIndex
 
 __all__ = [
     "BACKENDS",
     "FAISS_THRESHOLD",
-    "SearchHit",
     "build_faiss_index",
     "describe_faiss_index",
     "exact_topk",
     "faiss_topk",
     "import_faiss",
     "resolve_backend",
-    "search_text",
 ]
 
 #: ``backend`` choices.
@@ -74,15 +67,6 @@ CANDIDATE_EXTRA = 16
 TOLERANCE = {torch.float16: 4e-3, torch.bfloat16: 3e-2, torch.float32: 1e-4, torch.float64: 1e-9}
 #: Gallery rows converted to float32 at a time while they are added to the FAISS index (bounds the copy).
 FAISS_ADD_CHUNK = 65_536
-
-
-@dataclass
-class SearchHit:
-    """One search result: its rank (1-based), cosine similarity and the image's absolute path."""
-
-    rank: int
-    score: float
-    path: Path
 
 
 def import_faiss() -> Any:
@@ -341,19 +325,3 @@ def faiss_topk(
             candidates = torch.from_numpy(labels[j][distances[j] >= threshold])
         results.append(_rank(gallery, queries[j], candidates, k))
     return _stack(results)
-
-
-def search_text(
-    index: GalleryIndex, model: torch.nn.Module, processor: Any, text: str, k: int = 10, backend: str = "auto"
-) -> list[SearchHit]:
-    """The ``k`` gallery images (all, when fewer) that best match the caption ``text``, best first.
-
-    ``model`` and ``processor`` should be the ones that built ``index`` (``index.model``).
-    """
-    query = embed_texts(model, processor, [text], progress=False)
-    scores, indices = index.search(query, k=k, backend=backend)
-    return [
-        SearchHit(rank=rank, score=float(score), path=index.image_path(int(i)).resolve())
-        for rank, (score, i) in enumerate(zip(scores[0].tolist(), indices[0].tolist()), start=1)
-    ]
-

@@ -145,3 +145,25 @@ def test_word_vocabularies_spell_every_word_as_one_token(words):
     ids = tokenizer(" ".join(words))["input_ids"]
     tokens = tokenizer.convert_ids_to_tokens(ids[1:-1])
     assert tokens == [w + "</w>" for w in words]
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "LA", "PA", "I;16", "I", "1", "RGB"])
+def test_processor_rgb_conversion_equals_the_shared_one(mode):
+    """The processor's own RGB conversion (kept in its file: remote code imports nothing else of the project)
+    gives the same pixels as `gadms_utils.image_io.to_rgb`, the one every reader uses."""
+    from gadms_utils.image_io import to_rgb
+    from modeling_gadms.processing_gadms import _to_rgb
+
+    rng = np.random.default_rng(2)
+    rgba = Image.fromarray(rng.integers(0, 255, (30, 20, 4), dtype=np.uint8), "RGBA")
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65535, (30, 20), dtype=np.uint16))
+    elif mode == "I":
+        image = Image.fromarray(rng.integers(0, 65535, (30, 20), dtype=np.int32))
+    elif mode == "PA":
+        image = rgba.convert("RGB").convert("P").convert("PA")
+    else:
+        image = rgba.convert(mode)
+    ours, shared = _to_rgb(image), to_rgb(image)
+    assert ours.mode == shared.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(shared))

@@ -29,6 +29,7 @@ from retrieval.index import (
     SKIPPED_FILE,
     DamagedIndexError,
     GalleryIndex,
+    SearchHit,
     find_images,
     read_skipped,
     write_skipped,
@@ -36,7 +37,6 @@ from retrieval.index import (
 from retrieval.render import html_page, render_hits_html
 from retrieval.search import (
     CANDIDATE_EXTRA,
-    SearchHit,
     build_faiss_index,
     describe_faiss_index,
     exact_topk,

@@ -13,7 +13,6 @@ from typing import Any
 
 import yaml
 
-OBJECTIVES = ("gadms", "irra")
 PRECISIONS = ("no", "bf16", "fp16")
 
 
@@ -93,8 +92,10 @@ class TrainingConfig:
                     setattr(self, f.name, type(f.default)(float(value)) if isinstance(f.default, int) else float(value))
                 except ValueError:
                     raise ValueError(f"{f.name} must be a number, got {value!r}") from None
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        from modeling_gadms.configuration_gadms import RECIPES
+
+        if self.objective not in RECIPES:
+            raise ValueError(f"objective must be one of {RECIPES}, got {self.objective!r}")
         if self.mixed_precision not in PRECISIONS:
             raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
         if self.text_padding not in ("max_length", "longest"):
