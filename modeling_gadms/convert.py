@@ -9,6 +9,11 @@ Sources:
 The vision position grid is resized bilinearly once, at conversion time, to the target resolution (384x128 by
 default). The tokenizer is converted so that `<|mask|>` takes the id of CLIP's last BPE merge (49405).
 
+The MLP activation is not stored in OpenAI-format weights: OpenAI's CLIP (and the released GA-DMS / IRRA code
+built on it) uses QuickGELU, open_clip's LAION-trained models (e.g. `ViT-B-16` without `-quickgelu`) use exact
+GELU. It is chosen with `activation=` / `--activation`, or read from an open_clip model name
+(`--open-clip-model`, [`activation_from_open_clip`]); a transformers checkpoint carries it in `hidden_act`.
+
 Command line: `python -m modeling_gadms.convert --help`.
 """
 
@@ -74,8 +79,55 @@ _DECODER_TOWER = (("cross_modal_transformer.resblocks.", "mtp_decoder.cross_moda
 _DECODER_MODULES = ("cross_attn.", "ln_pre_t.", "ln_pre_i.", "ln_post.", "mlm_head.")
 
 
+#: MLP activations of CLIP towers the converter can set (transformers `hidden_act` names).
+ACTIVATIONS = ("quick_gelu", "gelu")
+#: The activation of OpenAI's CLIP weights, assumed for OpenAI-format and released checkpoints by default.
+DEFAULT_OPENAI_ACTIVATION = "quick_gelu"
+
+
 class ConversionError(ValueError):
     """A checkpoint cannot be converted; the message lists the offending keys."""
+
+
+def check_activation(activation: str) -> str:
+    """Return `activation` if it is one of [`ACTIVATIONS`]; raise a [`ConversionError`] naming them if not."""
+    if activation not in ACTIVATIONS:
+        raise ConversionError(f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+    return activation
+
+
+def activation_from_open_clip(model_name: str, pretrained: str | None = None) -> tuple[str, str]:
+    """The MLP activation of an open_clip model, as `(activation, where it was read)`.
+
+    With a pretrained tag, the tag's own `quick_gelu` flag decides (it describes the weights: open_clip's
+    `ViT-B-16` config is GELU but its `openai` tag is QuickGELU). Otherwise a `-quickgelu` name suffix means
+    QuickGELU, and any other name is looked up in open_clip's model configs (`quick_gelu` key, GELU when
+    absent), which needs open_clip installed. Only configs are read; nothing is downloaded for built-in names.
+    """
+    try:
+        import open_clip
+    except ImportError:
+        open_clip = None
+    if pretrained is not None:
+        if open_clip is None:
+            raise ConversionError("an open_clip pretrained tag needs open_clip installed (open_clip_torch)")
+        tag = open_clip.get_pretrained_cfg(model_name, pretrained)
+        if not tag:
+            raise ConversionError(f"open_clip has no pretrained tag {pretrained!r} for model {model_name!r}")
+        activation = "quick_gelu" if tag.get("quick_gelu", False) else "gelu"
+        return activation, f"open_clip pretrained tag {model_name} / {pretrained}"
+    if model_name.endswith("-quickgelu"):
+        return "quick_gelu", f"open_clip model name {model_name}"
+    if open_clip is None:
+        raise ConversionError(
+            f"cannot tell the activation of open_clip model {model_name!r} without open_clip installed; "
+            "pass --activation"
+        )
+    config = open_clip.get_model_config(model_name)
+    if config is None:
+        raise ConversionError(f"open_clip has no model named {model_name!r} (see open_clip.list_models())")
+    activation = "quick_gelu" if config.get("quick_gelu", False) else "gelu"
+    return activation, f"open_clip model config {model_name}"
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -145,13 +197,17 @@ def gadms_config_from_openai(
     image_size: tuple[int, int] = (384, 128),
     vision_heads: int | None = None,
     text_heads: int | None = None,
+    activation: str = DEFAULT_OPENAI_ACTIVATION,
     **config_kwargs,
 ) -> GADMSConfig:
     """A [`GADMSConfig`] matching an OpenAI-format CLIP state dict, at `image_size` (height, width).
 
-    Head counts default to width / 64, as in OpenAI CLIP. Special token ids follow the GA-DMS vocabulary layout
-    (the last three ids are `<|mask|>`, SOT, EOT). Extra keyword arguments are passed to the config.
+    Head counts default to width / 64, as in OpenAI CLIP. `activation` (`"quick_gelu"`, OpenAI's, or
+    `"gelu"`, open_clip's LAION models') is both towers' `hidden_act`: the weights do not record it. Special
+    token ids follow the GA-DMS vocabulary layout (the last three ids are `<|mask|>`, SOT, EOT). Extra keyword
+    arguments are passed to the config.
     """
+    check_activation(activation)
     arch = openai_architecture(state_dict)
     vocab = arch["vocab_size"]
     text = {
@@ -162,6 +218,7 @@ def gadms_config_from_openai(
         "num_attention_heads": text_heads or max(arch["text_width"] // 64, 1),
         "max_position_embeddings": arch["context_length"],
         "projection_dim": arch["embed_dim"],
+        "hidden_act": activation,
         "bos_token_id": vocab - 2,
         "eos_token_id": vocab - 1,
     }
@@ -173,13 +230,13 @@ def gadms_config_from_openai(
         "image_size": list(image_size_hw(image_size)),
         "patch_size": arch["patch_size"],
         "projection_dim": arch["embed_dim"],
+        "hidden_act": activation,
     }
     defaults = {
         "text_config": text,
         "vision_config": vision,
         "projection_dim": arch["embed_dim"],
         "mask_token_id": vocab - 3,
-        "gass_layers": min(8, arch["text_layers"]),
     }
     return GADMSConfig(**{**defaults, **config_kwargs})
 
@@ -318,7 +375,11 @@ def gadms_to_released_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[st
 def gadms_config_from_released(
     state_dict: dict[str, torch.Tensor], image_size=(384, 128), **config_kwargs
 ) -> GADMSConfig:
-    """A [`GADMSConfig`] for a released checkpoint: the CLIP architecture, decoder depth, classifier size."""
+    """A [`GADMSConfig`] for a released checkpoint: the CLIP architecture, decoder depth, classifier size.
+
+    Keyword arguments (e.g. `activation`, QuickGELU by default as the released code uses OpenAI CLIP) go to
+    [`gadms_config_from_openai`].
+    """
     if "cross_attn.in_proj_weight" not in state_dict:
         raise ConversionError("not a released GA-DMS / IRRA checkpoint: no cross_attn.in_proj_weight")
     clip = {k[len(RELEASED_PREFIX):]: v for k, v in state_dict.items() if k.startswith(RELEASED_PREFIX)}
@@ -366,14 +427,19 @@ def load_into(model, state_dict: dict[str, torch.Tensor], source: str):
 def convert_openai_state_dict(
     state_dict: dict[str, torch.Tensor], image_size=(384, 128), source_image_size=None, **config_kwargs
 ) -> GADMSModel:
-    """Build a [`GADMSModel`] from an OpenAI-format CLIP state dict (see [`gadms_config_from_openai`])."""
+    """Build a [`GADMSModel`] from an OpenAI-format CLIP state dict (see [`gadms_config_from_openai`]; pass
+    `activation="gelu"` for open_clip LAION weights, the default `"quick_gelu"` is OpenAI's)."""
     config = gadms_config_from_openai(state_dict, image_size=image_size, **config_kwargs)
     converted = openai_to_gadms_state_dict(state_dict, config, source_image_size=source_image_size)
     return load_into(GADMSModel(config), converted, "OpenAI-format state dict")
 
 
 def convert_clip_model(clip: CLIPModel, image_size=None, **config_kwargs) -> GADMSModel:
-    """Build a [`GADMSModel`] from a transformers `CLIPModel` (default target 384x128; `None` keeps CLIP's size)."""
+    """Build a [`GADMSModel`] from a transformers `CLIPModel` at `image_size` (height, width; `None`, the
+    default, keeps CLIP's size; the command line's default is 384x128).
+
+    Each tower keeps the CLIP config's own settings, its activation (`hidden_act`) included.
+    """
     clip_text = clip.config.text_config.to_dict()
     clip_vision = clip.config.vision_config.to_dict()
     source_size = image_size_hw(clip_vision["image_size"])
@@ -494,6 +560,15 @@ def _parse_args(argv=None) -> argparse.Namespace:
                        help="input size of the checkpoint when its position grid is not square")
         p.add_argument("--vision-heads", type=int, help="vision attention heads (default: width / 64)")
         p.add_argument("--text-heads", type=int, help="text attention heads (default: width / 64)")
+        p.add_argument("--activation", choices=ACTIVATIONS, default=None,
+                       help="MLP activation of both towers, not stored in the weights (default: quick_gelu, "
+                            "OpenAI CLIP's; gelu for LAION / open_clip ViT-B-16 weights)")
+        p.add_argument("--open-clip-model", metavar="NAME",
+                       help="take the activation from this open_clip model (e.g. ViT-B-16 is gelu, "
+                            "ViT-B-16-quickgelu quick_gelu); an error if --activation disagrees")
+        p.add_argument("--open-clip-pretrained", metavar="TAG",
+                       help="with --open-clip-model: the open_clip pretrained tag the weights come from "
+                            "(e.g. openai, laion2b_s34b_b88k); its quick_gelu flag decides")
 
     clip = sub.add_parser("clip", help="a transformers CLIP checkpoint directory (e.g. openai/clip-vit-base-patch16)")
     clip.add_argument("clip_dir", help="directory with config.json, weights and tokenizer files")
@@ -516,6 +591,52 @@ def _parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+_DEFAULT_ACTIVATION_NOTES = {
+    "openai": "default for OpenAI weights; pass --activation gelu for LAION / open_clip ViT-B-16 weights",
+    "released": "default for released GA-DMS / IRRA checkpoints, which fine-tune OpenAI CLIP; "
+                "pass --activation gelu if yours started from GELU weights",
+}
+
+
+def _resolve_activation(args: argparse.Namespace) -> tuple[str, str]:
+    """The activation for an `openai` / `released` conversion and the line saying where it came from."""
+    if args.open_clip_pretrained and not args.open_clip_model:
+        raise ConversionError("--open-clip-pretrained needs --open-clip-model")
+    if args.open_clip_model:
+        activation, origin = activation_from_open_clip(args.open_clip_model, args.open_clip_pretrained)
+        if args.activation and args.activation != activation:
+            raise ConversionError(f"--activation {args.activation} disagrees with {origin} ({activation})")
+        note = f"from --activation; agrees with {origin}" if args.activation else f"from {origin}"
+        hint = "" if args.open_clip_pretrained else _open_clip_tag_hint(args.open_clip_model, activation)
+        return activation, f"activation: {activation} ({note}){hint}"
+    if args.activation:
+        return args.activation, f"activation: {args.activation} (from --activation)"
+    default = DEFAULT_OPENAI_ACTIVATION
+    return default, f"activation: {default} ({_DEFAULT_ACTIVATION_NOTES[args.source]})"
+
+
+def _open_clip_tag_hint(model_name: str, activation: str) -> str:
+    """A hint naming the pretrained tags of `model_name` whose activation differs from its config's."""
+    try:
+        from open_clip import get_pretrained_cfg, list_pretrained_tags_by_model
+    except ImportError:
+        return ""
+    quick = activation == "quick_gelu"
+    other = [tag for tag in list_pretrained_tags_by_model(model_name)
+             if bool(get_pretrained_cfg(model_name, tag).get("quick_gelu")) != quick]
+    if not other:
+        return ""
+    return (f"\nnote: open_clip's {model_name} weights tagged {', '.join(other)} use "
+            f"{'gelu' if quick else 'quick_gelu'}: pass --open-clip-pretrained TAG if the checkpoint is one")
+
+
+def _clip_activation_line(clip: CLIPModel) -> str:
+    """Which activation a transformers CLIP checkpoint's towers use (kept by [`convert_clip_model`])."""
+    text, vision = clip.config.text_config.hidden_act, clip.config.vision_config.hidden_act
+    used = text if text == vision else f"text {text}, vision {vision}"
+    return f"activation: {used} (from the transformers config's hidden_act)"
+
+
 def main(argv=None) -> int:
     """Command-line entry point."""
     args = _parse_args(argv)
@@ -530,7 +651,9 @@ def main(argv=None) -> int:
             clip = CLIPModel.from_pretrained(args.clip_dir)
             model = convert_clip_model(clip, image_size=tuple(args.image_size))
             tokenizer = tokenizer_from_directory(args.clip_dir)
+            print(_clip_activation_line(clip))
         else:
+            activation, activation_line = _resolve_activation(args)
             state_dict = load_state_dict(args.checkpoint)
             extra = {}
             if args.source == "released" and args.decoder_heads:
@@ -542,6 +665,7 @@ def main(argv=None) -> int:
                 source_image_size=args.source_image_size,
                 vision_heads=args.vision_heads,
                 text_heads=args.text_heads,
+                activation=activation,
                 **extra,
             )
             if args.tokenizer:
@@ -551,6 +675,7 @@ def main(argv=None) -> int:
                 if bpe is None:
                     raise ConversionError("no tokenizer: pass --bpe FILE or --tokenizer DIR (or install open_clip_torch)")
                 tokenizer = tokenizer_from_bpe_file(bpe)
+            print(activation_line)
         out = save_converted(model, tokenizer, args.output_dir)
     except (ConversionError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

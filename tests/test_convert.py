@@ -1,6 +1,8 @@
 """CLIP -> GA-DMS conversion: parity with transformers' CLIPModel and with open_clip (the independent reference)."""
 
 import json
+import re
+import sys
 
 import open_clip
 import pytest
@@ -12,6 +14,7 @@ from transformers import AutoModel, AutoProcessor, CLIPConfig, CLIPModel, CLIPTo
 import modeling_gadms  # noqa: F401
 from modeling_gadms.convert import (
     ConversionError,
+    activation_from_open_clip,
     convert_clip_model,
     convert_openai_state_dict,
     gadms_to_openai_state_dict,
@@ -45,13 +48,14 @@ def _token_ids(batch, vocab, seed=0):
     return ids
 
 
-def _open_clip_model(image_size=(64, 32), vocab=600, seed=0):
+def _open_clip_model(image_size=(64, 32), vocab=600, seed=0, quick_gelu=True):
+    """A small open_clip CLIP (OpenAI format); `quick_gelu=False` is open_clip's GELU (LAION `ViT-B-16`)."""
     torch.manual_seed(seed)
     model = open_clip.model.CLIP(
         32,
         vision_cfg=dict(image_size=image_size, layers=2, width=64, patch_size=16, head_width=32),
         text_cfg=dict(context_length=77, vocab_size=vocab, width=64, heads=2, layers=2),
-        quick_gelu=True,
+        quick_gelu=quick_gelu,
     )
     return _perturb(model, seed).eval()
 
@@ -204,3 +208,157 @@ def test_tokenizer_json_directory_and_bad_layout(tmp_path):
 def test_cli_reports_errors(tmp_path, capsys):
     assert main(["openai", str(tmp_path / "nothing.pth"), str(tmp_path / "out")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+
+def _feature_diffs(reference, model, vocab=49408):
+    """Max abs differences of text and image features between an open_clip model and a GA-DMS model."""
+    ids, pixels = _token_ids(3, vocab), torch.randn(2, 3, 64, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        text = (reference.encode_text(ids) - model.get_text_features(ids)).abs().max().item()
+        image = (reference.encode_image(pixels) - model.get_image_features(pixels)).abs().max().item()
+    return text, image
+
+
+@pytest.fixture(scope="module")
+def open_clip_checkpoints(tmp_path_factory):
+    """Small open_clip models (CLIP's vocabulary), GELU and QuickGELU, and their state dicts as .pth files."""
+    folder = tmp_path_factory.mktemp("open_clip")
+    models = {}
+    for activation, quick_gelu in (("gelu", False), ("quick_gelu", True)):
+        models[activation] = _open_clip_model(vocab=49408, quick_gelu=quick_gelu)
+        torch.save(models[activation].state_dict(), folder / f"{activation}.pth")
+    return folder, models
+
+
+def _cli_openai(checkpoint, out, *flags):
+    return main(["openai", str(checkpoint), str(out), "--image-size", "64", "32", "--vision-heads", "2",
+                 "--text-heads", "2", *flags])
+
+
+@pytest.mark.parametrize(
+    ("reference", "flags", "expected", "origin"),
+    [
+        ("gelu", ["--activation", "gelu"], "gelu", "(from --activation)"),
+        ("gelu", ["--open-clip-model", "ViT-B-16"], "gelu", "(from open_clip model config ViT-B-16)"),
+        ("quick_gelu", [], "quick_gelu", "(default for OpenAI weights; pass --activation gelu for LAION"),
+        ("quick_gelu", ["--activation", "quick_gelu"], "quick_gelu", "(from --activation)"),
+        ("quick_gelu", ["--open-clip-model", "ViT-B-16-quickgelu"], "quick_gelu",
+         "(from open_clip model name ViT-B-16-quickgelu)"),
+    ],
+)
+def test_cli_activation_parity_with_open_clip(open_clip_checkpoints, tmp_path, capsys, reference, flags,
+                                              expected, origin):
+    """The chosen activation reaches both towers and the features equal open_clip's for that activation; the
+    other activation is off by far more than the tolerance (so these checks do catch a wrong activation)."""
+    folder, models = open_clip_checkpoints
+    assert _cli_openai(folder / f"{reference}.pth", tmp_path / "right", *flags) == 0
+    assert f"activation: {expected} {origin}" in capsys.readouterr().out
+    right = AutoModel.from_pretrained(tmp_path / "right").eval()
+    assert right.config.text_config.hidden_act == right.config.vision_config.hidden_act == expected
+    text, image = _feature_diffs(models[reference], right)
+    assert text <= 1e-5 and image <= 1e-5
+
+    other = "gelu" if expected == "quick_gelu" else "quick_gelu"
+    assert _cli_openai(folder / f"{reference}.pth", tmp_path / "wrong", "--activation", other) == 0
+    wrong = AutoModel.from_pretrained(tmp_path / "wrong").eval()
+    assert wrong.config.text_config.hidden_act == wrong.config.vision_config.hidden_act == other
+    text, image = _feature_diffs(models[reference], wrong)
+    assert text > 1e-3 and image > 1e-3
+
+
+def test_gelu_checkpoint_without_the_flag_is_off_and_says_so(open_clip_checkpoints, tmp_path, capsys):
+    """The issue's case: a GELU checkpoint converted with the default gets QuickGELU, and the output says
+    which activation was assumed and how to choose the other."""
+    folder, models = open_clip_checkpoints
+    assert _cli_openai(folder / "gelu.pth", tmp_path / "out") == 0
+    assert "pass --activation gelu for LAION / open_clip ViT-B-16 weights" in capsys.readouterr().out
+    model = AutoModel.from_pretrained(tmp_path / "out").eval()
+    assert model.config.vision_config.hidden_act == "quick_gelu"
+    assert min(_feature_diffs(models["gelu"], model)) > 1e-3
+
+
+def test_activation_from_open_clip_names_and_tags(monkeypatch):
+    """Configs only (nothing is downloaded): a -quickgelu name, a config's quick_gelu key, a pretrained tag"""
+    assert activation_from_open_clip("ViT-B-16") == ("gelu", "open_clip model config ViT-B-16")
+    assert open_clip.get_model_config("ViT-B-16-quickgelu")["quick_gelu"] is True
+    assert activation_from_open_clip("ViT-B-16-quickgelu")[0] == "quick_gelu"
+    assert activation_from_open_clip("ViT-B-16", "openai")[0] == "quick_gelu"  # OpenAI's weights in open_clip
+    assert activation_from_open_clip("ViT-B-16", "laion2b_s34b_b88k")[0] == "gelu"
+    with pytest.raises(ConversionError, match="open_clip has no model named 'ViT-X-99'"):
+        activation_from_open_clip("ViT-X-99")
+    with pytest.raises(ConversionError, match="no pretrained tag 'nope'"):
+        activation_from_open_clip("ViT-B-16", "nope")
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # without open_clip only the name suffix tells
+    assert activation_from_open_clip("ViT-L-14-quickgelu")[0] == "quick_gelu"
+    with pytest.raises(ConversionError, match="without open_clip installed; pass --activation"):
+        activation_from_open_clip("ViT-B-16")
+
+
+def test_cli_activation_conflicts_and_hints(open_clip_checkpoints, tmp_path, capsys):
+    folder, _ = open_clip_checkpoints
+    checkpoint = folder / "gelu.pth"
+    flags = ["--activation", "quick_gelu", "--open-clip-model", "ViT-B-16"]
+    assert _cli_openai(checkpoint, tmp_path / "a", *flags) == 2
+    error = capsys.readouterr().err
+    assert "--activation quick_gelu disagrees with open_clip model config ViT-B-16 (gelu)" in error
+    assert _cli_openai(checkpoint, tmp_path / "b", "--open-clip-pretrained", "openai") == 2
+    assert "--open-clip-pretrained needs --open-clip-model" in capsys.readouterr().err
+    assert _cli_openai(checkpoint, tmp_path / "c", *flags[:1], "gelu", *flags[2:]) == 0
+    out = capsys.readouterr().out
+    assert "activation: gelu (from --activation; agrees with open_clip model config ViT-B-16)" in out
+    assert re.search(r"note: open_clip's ViT-B-16 weights tagged (.+, )?openai(, .+)? use quick_gelu", out)
+    assert _cli_openai(checkpoint, tmp_path / "d", "--open-clip-model", "ViT-B-16", "--open-clip-pretrained",
+                       "openai") == 0
+    out = capsys.readouterr().out
+    assert "activation: quick_gelu (from open_clip pretrained tag ViT-B-16 / openai)" in out
+    with pytest.raises(SystemExit):
+        _cli_openai(checkpoint, tmp_path / "e", "--activation", "relu")
+    assert "invalid choice: 'relu'" in capsys.readouterr().err
+
+
+def test_unknown_activation_is_refused():
+    state = _open_clip_model().state_dict()
+    with pytest.raises(ConversionError, match="activation 'gelu_new': choose one of quick_gelu, gelu"):
+        gadms_config_from_openai(state, activation="gelu_new")
+    config = gadms_config_from_openai(state, activation="gelu")
+    assert config.text_config.hidden_act == config.vision_config.hidden_act == "gelu"
+    assert gadms_config_from_openai(state).vision_config.hidden_act == "quick_gelu"
+
+
+def test_transformers_gelu_clip_keeps_its_activation(tmp_path, capsys):
+    """A transformers CLIP with hidden_act="gelu" converts (function and CLI) to GELU towers, equal output."""
+    vocab, merges = _clip_vocab_and_merges()
+    config = CLIPConfig(
+        text_config=dict(vocab_size=49408, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, hidden_act="gelu"),
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=16, hidden_act="gelu"),
+        projection_dim=32,
+    )
+    torch.manual_seed(0)
+    clip = _perturb(CLIPModel(config)).eval()
+    clip_dir = tmp_path / "clip"
+    clip.save_pretrained(clip_dir)
+    (clip_dir / "vocab.json").write_text(json.dumps(vocab))
+    (clip_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges))
+    assert main(["clip", str(clip_dir), str(tmp_path / "gadms"), "--image-size", "32", "32"]) == 0
+    assert "activation: gelu (from the transformers config's hidden_act)" in capsys.readouterr().out
+    converted = AutoModel.from_pretrained(tmp_path / "gadms").eval()
+    for gadms in (convert_clip_model(clip, image_size=None).eval(), converted):
+        assert gadms.config.text_config.hidden_act == gadms.config.vision_config.hidden_act == "gelu"
+        ids, pixels = _token_ids(3, 49408), torch.randn(2, 3, 32, 32)
+        with torch.no_grad():
+            text = clip.get_text_features(input_ids=ids).pooler_output - gadms.get_text_features(ids)
+            image = clip.get_image_features(pixel_values=pixels).pooler_output
+            image = image - gadms.get_image_features(pixels)
+        assert text.abs().max() <= 1e-6 and image.abs().max() <= 1e-6
+    # the same weights with QuickGELU (what dropping hidden_act would give) are far off: the check is sharp
+    quick_config = CLIPConfig.from_dict({**config.to_dict(), "text_config": {**config.text_config.to_dict(),
+                                                                             "hidden_act": "quick_gelu"}})
+    quick = CLIPModel(quick_config).eval()
+    quick.load_state_dict(clip.state_dict())
+    with torch.no_grad():
+        off = clip.get_text_features(input_ids=ids).pooler_output
+        off = off - quick.get_text_features(input_ids=ids).pooler_output
+    assert off.abs().max() > 1e-3

@@ -32,14 +32,14 @@ def _perturb(module, seed):
 class ReleasedModel(nn.Module):
     """The released checkpoint's module layout; `decode` is the IRRA cross-former + MLM head forward."""
 
-    def __init__(self, identities=7):
+    def __init__(self, identities=7, quick_gelu=True):
         super().__init__()
         torch.manual_seed(0)
         self.base_model = open_clip.model.CLIP(
             WIDTH,
             vision_cfg=dict(image_size=(64, 32), layers=2, width=64, patch_size=16, head_width=32),
             text_cfg=dict(context_length=77, vocab_size=VOCAB, width=64, heads=2, layers=2),
-            quick_gelu=True,
+            quick_gelu=quick_gelu,
         )
         self.cross_attn = nn.MultiheadAttention(WIDTH, 4, batch_first=True)
         self.cross_modal_transformer = Transformer(WIDTH, 2, 4, act_layer=QuickGELU)
@@ -62,12 +62,13 @@ def released():
     return ReleasedModel()
 
 
-def test_released_checkpoint_converts_and_matches(released, tmp_path):
+def test_released_checkpoint_converts_and_matches(released, tmp_path, capsys):
     state = {f"module.{k}": v for k, v in released.state_dict().items()}
     torch.save({"model": state, "epoch": 30}, tmp_path / "best.pth")
     out = tmp_path / "gadms"
     assert main(["released", str(tmp_path / "best.pth"), str(out), "--image-size", "64", "32",
                  "--vision-heads", "2", "--text-heads", "2", "--decoder-heads", "4"]) == 0
+    assert "activation: quick_gelu (default for released GA-DMS / IRRA checkpoints" in capsys.readouterr().out
     model = AutoModelForPreTraining.from_pretrained(out).eval()  # the encoder and the released heads
     assert type(model).__name__ == "GADMSForPreTraining"
     config = model.config
@@ -107,3 +108,31 @@ def test_unknown_and_missing_released_keys_are_listed(released):
         convert_released_state_dict(state, image_size=(64, 32), vision_heads=2, text_heads=2)
     with pytest.raises(ConversionError, match="not a released GA-DMS / IRRA checkpoint"):
         convert_released_state_dict(released.base_model.state_dict(), image_size=(64, 32))
+
+
+def test_released_checkpoint_on_gelu_clip_with_activation_flag(tmp_path, capsys):
+    """`--activation gelu` for a checkpoint fine-tuned from GELU weights: the towers match, the decoder keeps
+    IRRA's QuickGELU; the default (QuickGELU) towers are off."""
+    released = ReleasedModel(quick_gelu=False)
+    torch.save({"model": released.state_dict()}, tmp_path / "best.pth")
+    flags = ["--image-size", "64", "32", "--vision-heads", "2", "--text-heads", "2", "--decoder-heads", "4"]
+    flags += ["--activation", "gelu"]
+    assert main(["released", str(tmp_path / "best.pth"), str(tmp_path / "gelu"), *flags]) == 0
+    assert "activation: gelu (from --activation)" in capsys.readouterr().out
+    model = AutoModelForPreTraining.from_pretrained(tmp_path / "gelu").eval()
+    assert model.config.text_config.hidden_act == model.config.vision_config.hidden_act == "gelu"
+    default = convert_released_state_dict(released.state_dict(), image_size=(64, 32), vision_heads=2,
+                                          text_heads=2, decoder_heads=4).eval()
+    assert default.config.vision_config.hidden_act == "quick_gelu"
+    generator = torch.Generator().manual_seed(3)
+    ids = torch.randint(1, VOCAB - 3, (2, 77), generator=generator)
+    ids[:, 0], ids[:, 9], ids[:, 10:] = VOCAB - 2, VOCAB - 1, 0
+    pixels = torch.randn(2, 3, 64, 32, generator=generator)
+    text_tokens, image_tokens = torch.randn(2, 77, WIDTH, generator=generator), torch.randn(2, 9, WIDTH)
+    with torch.no_grad():
+        reference = released.base_model
+        assert (reference.encode_text(ids) - model.get_text_features(ids)).abs().max() <= 1e-5
+        assert (reference.encode_image(pixels) - model.get_image_features(pixels)).abs().max() <= 1e-5
+        expected = released.decode(text_tokens, image_tokens)
+        assert (model.mtp_decoder(text_tokens, image_tokens) - expected).abs().max() <= 1e-5
+        assert (reference.encode_text(ids) - default.get_text_features(ids)).abs().max() > 1e-3
