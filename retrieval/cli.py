@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +25,7 @@ from filelock import FileLock, Timeout
 from gadms_utils.cli_types import positive_int
 from evaluation.embedding import PRECISIONS, load_model_and_processor
 
-from .explain import explain, render_html, render_terminal, save_png
+from .explain import NotGADMSModelError, check_gadms_model, explain, render_html, render_terminal, save_png
 from .index import (
     EMBEDDINGS_FILE,
     IMAGE_EXTENSIONS,
@@ -38,13 +39,15 @@ from .index import (
     search_text,
     write_skipped,
 )
-from .render import html_page, render_hits_html
+from .render import THUMBNAIL_SIDE, html_page, render_hits_html
 from .search import BACKENDS, FAISS_THRESHOLD
 
 __all__ = ["IndexBusyError", "build_parser", "main"]
 
 #: ``main``'s exit status when another ``gadms index`` holds the index folder's lock (other errors: 1).
 EXIT_BUSY = 2
+#: ``main``'s exit status when ``gadms explain --model`` is not a GA-DMS model.
+EXIT_NOT_GADMS = 2
 
 
 class IndexBusyError(RuntimeError):
@@ -109,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("index_dir", help="index folder written by `gadms index`")
     search.add_argument("text", help="the caption to search for")
     search.add_argument("-k", type=positive_int, default=10, help="number of results (default: 10)")
-    search.add_argument("--html", metavar="FILE", help="also write an HTML page with the result images")
+    search.add_argument(
+        "--html", metavar="FILE",
+        help=f"also write a self-contained HTML page of the results: each image embedded as a JPEG thumbnail "
+        f"(at most {THUMBNAIL_SIDE} px) linking to its original file, with rank, score and path",
+    )  # fmt: skip
     search.add_argument("--backend", default="auto", choices=BACKENDS, help="search backend (default: auto)")
     search.add_argument("--model", default=None, help="use this model instead of the one the index names")
     _add_device(search)
@@ -121,16 +128,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="GASS token scores of a caption in [0, 1]: how much each token drives the caption's "
         "similarity with a target image (start/end-of-text tokens score 0). The target is --image; without "
         "it, a neutral image: the model's embedding of all-zero pixel values, i.e. the processor's mean "
-        "colour everywhere. Printed as coloured tokens (no colour when stdout is not a terminal, or with "
-        "--no-color) and a `token score` listing.",
+        "colour everywhere. Printed as the caption's tokens, coloured by score (plain when stdout is not a "
+        "terminal, with --no-color, or with the NO_COLOR environment variable set), and a `token score` "
+        f"listing. A model that is not GA-DMS is refused (exit status {EXIT_NOT_GADMS}).",
     )  # fmt: skip
     explain_.add_argument("--model", required=True, help="GA-DMS model folder or Hugging Face hub id")
     explain_.add_argument("--text", required=True, help="the caption")
     explain_.add_argument(
         "--image", default=None, help="target image (also prints the caption-image similarity)"
     )
-    explain_.add_argument("--html", metavar="FILE", help="also write the coloured tokens as an HTML page")
-    explain_.add_argument("--png", metavar="FILE", help="also draw the coloured tokens into a PNG image")
+    explain_.add_argument(
+        "--html", metavar="FILE",
+        help="also write the coloured tokens as a self-contained HTML page (with --image: the image beside "
+        "them)",
+    )  # fmt: skip
+    explain_.add_argument(
+        "--png", metavar="FILE",
+        help="also draw the coloured tokens into a PNG image (with --image: the image beside them)",
+    )  # fmt: skip
     explain_.add_argument("--no-color", action="store_true", help="no ANSI colours in the terminal output")
     explain_.add_argument(
         "--variant", default=None, choices=["paper", "released"],
@@ -223,34 +238,50 @@ def run_search(args: argparse.Namespace) -> int:
     if args.html:
         page = Path(args.html)
         page.parent.mkdir(parents=True, exist_ok=True)
-        html = render_hits_html(hits, args.text, relative_to=page.parent.resolve())
+        html = render_hits_html(hits, args.text)
         page.write_text(html, encoding="utf-8")
         print(f"wrote {page}")
     return 0
 
 
+def _model_config(name: str) -> object:
+    """The config of model ``name`` (GA-DMS classes registered), read without loading any weights."""
+    import modeling_gadms  # noqa: F401  (registers model_type "gadms" with AutoConfig)
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(name)
+
+
+def _color(args: argparse.Namespace) -> bool:
+    """Colour the terminal output: stdout is a terminal, no --no-color, no NO_COLOR (https://no-color.org)."""
+    return not args.no_color and not os.environ.get("NO_COLOR") and sys.stdout.isatty()
+
+
 def run_explain(args: argparse.Namespace) -> int:
-    """``gadms explain``."""
+    """``gadms explain``: a model that is not GA-DMS is refused (:class:`NotGADMSModelError`) from its config,
+    before any weights are loaded."""
     if args.image is not None and not Path(args.image).is_file():
         raise FileNotFoundError(f"image not found: {args.image}")
+    check_gadms_model(_model_config(args.model), args.model)
     model, processor = load_model_and_processor(args.model, device=_device(args.device))
     scores = explain(model, processor, args.text, image=args.image, variant=args.variant)
-    print(render_terminal(scores, color=not args.no_color and sys.stdout.isatty()))
+    print(render_terminal(scores, color=_color(args)))
     if args.html:
         page = Path(args.html)
         page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(html_page("gadms explain", render_html(scores)), encoding="utf-8")
+        page.write_text(html_page("gadms explain", render_html(scores, image=args.image)), encoding="utf-8")
         print(f"wrote {page}")
     if args.png:
         Path(args.png).parent.mkdir(parents=True, exist_ok=True)
-        save_png(scores, args.png)
+        save_png(scores, args.png, image=args.image)
         print(f"wrote {args.png}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``gadms`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status (errors: 1; the
-    index folder locked by another ``gadms index``: 2)."""
+    index folder locked by another ``gadms index``, or ``gadms explain`` given a model that is not GA-DMS:
+    2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -258,6 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IndexBusyError as err:
         print(f"gadms {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BUSY
+    except NotGADMSModelError as err:
+        print(f"gadms {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_NOT_GADMS
     except (OSError, ValueError, ImportError) as err:
         print(f"gadms {args.command}: error: {err}", file=sys.stderr)
         return 1

@@ -11,7 +11,6 @@ than any particular photo.
 
 from __future__ import annotations
 
-import html
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +20,17 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from evaluation.embedding import eval_mode, model_device, embed_images, embed_texts
-from modeling_gadms.configuration_gadms import image_size_hw
+from gadms_utils.image_io import open_image
+from modeling_gadms.configuration_gadms import GADMSConfig, image_size_hw
 from modeling_gadms.gass import eos_positions, gass_scores
+from modeling_gadms.modeling_gadms import GADMSModel
+
+from .render import template, thumbnail_data_uri
 
 __all__ = [
+    "NotGADMSModelError",
     "TokenScores",
+    "check_gadms_model",
     "explain",
     "neutral_image_embeds",
     "render_html",
@@ -36,6 +41,29 @@ __all__ = [
 
 _LOW = (255, 255, 255)  # score 0: white
 _HIGH = (255, 96, 0)  # score 1: orange-red
+_CROP_SIDE = 192  # longest side of the target image drawn beside the tokens in the PNG
+
+
+class NotGADMSModelError(TypeError):
+    """GASS token scores were asked of a model that is not a GA-DMS model (e.g. a plain ``CLIPModel``)."""
+
+
+def check_gadms_model(model_or_config: Any, name: str | os.PathLike | None = None) -> None:
+    """Raise :class:`NotGADMSModelError` unless ``model_or_config`` is a ``GADMSModel`` or ``GADMSConfig``
+    (``name``: the model folder or hub id, for the message)."""
+    if isinstance(model_or_config, (GADMSModel, GADMSConfig)):
+        return
+    config = getattr(model_or_config, "config", model_or_config)
+    kind = getattr(config, "model_type", None)
+    if config is model_or_config:  # a config: name the model class it was saved from, when it says
+        what = ", ".join(getattr(config, "architectures", None) or [type(config).__name__])
+    else:
+        what = type(model_or_config).__name__
+    what += f", model_type {kind!r}" if kind else ""
+    raise NotGADMSModelError(
+        f"{name if name is not None else 'the model'} is not a GA-DMS model (GASS token scores need "
+        f"GADMSModel, model_type 'gadms'; got {what})"
+    )
 
 
 @dataclass
@@ -87,7 +115,11 @@ def explain(
     Returns:
         The tokens from start- to end-of-text with their scores, and the caption-image cosine similarity
         when an image was given.
+
+    Raises:
+        NotGADMSModelError: ``model`` is not a ``GADMSModel``.
     """
+    check_gadms_model(model)
     device = model_device(model)
     input_ids = processor(text=[text], return_tensors="pt", truncation=True)["input_ids"].to(device)
     if image is None:
@@ -109,6 +141,8 @@ def explain(
     )
 
 
+# Plain ANSI escapes rather than `rich`: one background colour per token does not need a dependency, and
+# whether to colour at all (a terminal, --no-color, NO_COLOR) is decided by the caller.
 def _ansi_background(rgb: tuple[int, int, int]) -> str:
     """The xterm-256 colour cube entry nearest ``rgb``, as a background escape (black text)."""
     r, g, b = (round(c / 255 * 5) for c in rgb)
@@ -116,13 +150,13 @@ def _ansi_background(rgb: tuple[int, int, int]) -> str:
 
 
 def render_terminal(ts: TokenScores, color: bool = True) -> str:
-    """The caption with ANSI background colours by score (when ``color``), then a ``token score`` listing
-    and the similarity when there is one."""
-    lines = []
+    """The caption's tokens on one line, with ANSI background colours by score when ``color`` (plain
+    otherwise), a blank line, a ``token score`` listing, and the similarity when there is one."""
     if color:
-        coloured = (f"{_ansi_background(score_rgb(s))}{t}\x1b[0m" for t, s in zip(ts.tokens, ts.scores))
-        lines.append(" ".join(coloured))
-        lines.append("")
+        caption = (f"{_ansi_background(score_rgb(s))}{t}\x1b[0m" for t, s in zip(ts.tokens, ts.scores))
+    else:
+        caption = iter(ts.tokens)
+    lines = [" ".join(caption), ""]
     width = max((len(t) for t in ts.tokens), default=0)
     lines.extend(f"{t:<{width}}  {s:.3f}" for t, s in zip(ts.tokens, ts.scores))
     if ts.similarity is not None:
@@ -130,24 +164,27 @@ def render_terminal(ts: TokenScores, color: bool = True) -> str:
     return "\n".join(lines)
 
 
-def render_html(ts: TokenScores) -> str:
-    """An HTML fragment (no ``<html>`` wrapper): one ``<span class="gadms-token">`` per token, coloured by
-    score, with the score as its tooltip, and the similarity when there is one."""
-    spans = []
-    for token, score in zip(ts.tokens, ts.scores):
-        r, g, b = score_rgb(score)
-        spans.append(
-            f'<span class="gadms-token" title="{score:.3f}" data-score="{score:.4f}" '
-            f'style="background-color:rgb({r},{g},{b});color:#000;padding:2px 4px;margin:1px;'
-            f'border-radius:3px;display:inline-block">{html.escape(token)}</span>'
-        )
-    similarity = ""
-    if ts.similarity is not None:
-        similarity = f'<div class="gadms-similarity">similarity: {ts.similarity:.4f}</div>'
-    return (
-        '<div class="gadms-explain" style="font-family:sans-serif;line-height:1.9">'
-        f'<div class="gadms-tokens">{" ".join(spans)}</div>{similarity}</div>'
-    )
+def _image_name(image: Any) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return os.path.basename(os.fspath(image))
+    return os.path.basename(str(getattr(image, "filename", "") or "")) or "target image"
+
+
+def render_html(ts: TokenScores, image: Any = None) -> str:
+    """An HTML fragment (no ``<html>`` wrapper; template ``explain.html``): one ``<span class="gadms-token">``
+    per token, coloured by score, with the score as its tooltip, and the similarity when there is one.
+
+    With ``image`` (a path or PIL image: the target the scores were computed against), the fragment also
+    holds the image as a small JPEG ``data:`` URI (``<img class="gadms-crop">``) beside the tokens.
+    """
+    tokens = [
+        {"text": token, "score": score, "rgb": "rgb({},{},{})".format(*score_rgb(score))}
+        for token, score in zip(ts.tokens, ts.scores)
+    ]
+    crop = None if image is None else thumbnail_data_uri(image)
+    return template("explain.html").render(
+        tokens=tokens, similarity=ts.similarity, crop=crop, crop_name=_image_name(image)
+    ).strip()
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -157,26 +194,41 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def save_png(ts: TokenScores, path: str | os.PathLike, *, width: int = 900, font_size: int = 20) -> None:
-    """Draw the tokens as coloured boxes (wrapped to ``width`` pixels), the similarity below, into a PNG."""
+def save_png(
+    ts: TokenScores, path: str | os.PathLike, *, image: Any = None, width: int = 900, font_size: int = 20
+) -> None:
+    """Draw the tokens as coloured boxes (wrapped to ``width`` pixels), the similarity below, into a PNG.
+
+    With ``image`` (a path or PIL image: the target the scores were computed against), the image, shrunk to
+    at most 192 pixels on its long side, is drawn at the left and the tokens beside it.
+    """
     font = _font(font_size)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     pad, gap, line = 6, 4, font_size + 16
-    boxes, x, y = [], gap, gap
+    crop = None
+    if image is not None:
+        crop = open_image(image).convert("RGB")  # upright RGB, as the model saw it
+        crop.thumbnail((_CROP_SIDE, _CROP_SIDE))
+    start = gap if crop is None else crop.width + 4 * gap
+    boxes, x, y = [], start, gap
     for token, score in zip(ts.tokens, ts.scores):
         bbox = measure.textbbox((0, 0), token, font=font)
         w = bbox[2] - bbox[0] + 2 * pad
-        if x + w > width - gap and x > gap:
-            x, y = gap, y + line + gap
+        if x + w > width - gap and x > start:
+            x, y = start, y + line + gap
         boxes.append((x, y, w, bbox, token, score))
         x += w + gap
     height = y + line + gap + (line if ts.similarity is not None else 0)
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
+    if crop is not None:
+        height = max(height, crop.height + 2 * gap)
+    canvas = Image.new("RGB", (width, height), "white")
+    if crop is not None:
+        canvas.paste(crop, (gap, gap))
+    draw = ImageDraw.Draw(canvas)
     for x, y, w, (left, top, _, bottom), token, score in boxes:
         box = (x, y, x + w, y + line)
         draw.rounded_rectangle(box, radius=4, fill=score_rgb(score), outline=(200, 200, 200))
         draw.text((x + pad - left, y + (line - bottom - top) / 2), token, fill="black", font=font)
     if ts.similarity is not None:
-        draw.text((gap, y + line + gap + 2), f"similarity: {ts.similarity:.4f}", fill="black", font=font)
-    image.save(path, format="PNG")
+        draw.text((start, y + line + gap + 2), f"similarity: {ts.similarity:.4f}", fill="black", font=font)
+    canvas.save(path, format="PNG")

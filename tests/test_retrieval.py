@@ -1,13 +1,16 @@
 """The retrieval package and the ``gadms`` CLI: index (with --update), search (torch and FAISS), explain."""
 
+import base64
 import contextlib
 import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import sys
 from html import escape as html_escape
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +18,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from filelock import FileLock
+from markupsafe import escape as markup_escape
 from PIL import Image
 from safetensors.torch import save_file
 
 import retrieval.index
 import retrieval.search
+from gadms_utils.image_io import open_image
 from retrieval.cli import main
-from retrieval.explain import TokenScores, explain, render_html, render_terminal, save_png
+from retrieval.explain import NotGADMSModelError, TokenScores, explain, render_html, render_terminal, save_png
 from retrieval.index import (
     EMBEDDINGS_FILE,
     INDEX_FILE,
@@ -34,7 +39,7 @@ from retrieval.index import (
     read_skipped,
     write_skipped,
 )
-from retrieval.render import html_page, render_hits_html
+from retrieval.render import THUMBNAIL_SIDE, html_page, render_hits_html, thumbnail_data_uri
 from retrieval.search import (
     CANDIDATE_EXTRA,
     build_faiss_index,
@@ -483,21 +488,90 @@ def test_search_cli_matches_bruteforce_and_writes_html(built_index, model_and_pr
         np.testing.assert_allclose([float(score) for _, score, _ in lines], reference[order], atol=1e-4)
     page = html.read_text()
     assert page.startswith("<!doctype html>") and page.count("<img ") == 12
-    for i in range(len(index)):  # image sources relative to the page's folder
-        assert f'src="{Path(os.path.relpath(index.image_path(i), html.parent)).as_posix()}"' in page
-    assert f"<b>#1</b> {lines[0][1]}" in page
+    for i in range(len(index)):  # each image links to its original file
+        assert f'href="{html_escape(index.image_path(i).resolve().as_uri())}"' in page
+    assert f'<b>#1</b> <span class="score">{lines[0][1]}</span>' in page
+
+
+class _Links(HTMLParser):
+    """The ``src`` of every ``<img>`` and the ``href`` of every ``<a>`` of a page, in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.srcs, self.hrefs = [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.srcs.append(attrs.get("src"))
+        elif tag == "a":
+            self.hrefs.append(attrs.get("href"))
+
+
+def _links(page: str) -> _Links:
+    parser = _Links()
+    parser.feed(page)
+    return parser
+
+
+def _data_image(uri: str) -> Image.Image:
+    prefix = "data:image/jpeg;base64,"
+    assert uri.startswith(prefix)
+    image = Image.open(io.BytesIO(base64.b64decode(uri[len(prefix) :], validate=True)))
+    image.load()
+    assert image.format == "JPEG"
+    return image
+
+
+def test_search_html_page_is_self_contained(built_index, tmp_path, capsys):
+    """The page carries its images (JPEG data: URIs) and still shows them after being moved; each hit links
+    to its original file and shows its score and path (before: image sources relative to the page)."""
+    out, _ = built_index
+    written = tmp_path / "pages" / "results.html"
+    assert main(["search", str(out), CAPTION, "-k", "5", "--html", str(written), "--backend", "torch"]) == 0
+    hits = [line.split(maxsplit=2) for line in capsys.readouterr().out.splitlines()[:5]]
+    moved = tmp_path / "elsewhere" / "deeper" / "moved.html"
+    moved.parent.mkdir(parents=True)
+    written.rename(moved)
+    page = moved.read_text(encoding="utf-8")
+    links = _links(page)
+    assert len(links.srcs) == len(links.hrefs) == 5
+    for (rank, score, path), src, href in zip(hits, links.srcs, links.hrefs):
+        thumbnail = _data_image(src)  # nothing to fetch: shown wherever the page lies
+        with Image.open(path) as original:
+            assert max(thumbnail.size) <= THUMBNAIL_SIDE
+            assert thumbnail.size == original.size  # small images are not enlarged
+        assert href == Path(path).as_uri() and Path(path).is_absolute()  # the original, from anywhere
+        assert f'<b>#{rank}</b> <span class="score">{score}</span>' in page
+        assert f'title="{html_escape(path)}"' in page
+    assert not re.search(r'(?:src|href)="(?!data:|file:)', page)  # no relative link anywhere
+
+
+def test_thumbnails_shrink_large_images_and_survive_unreadable_files(tmp_path):
+    big = tmp_path / "big.png"
+    _write_image(big, 3, mode="RGBA", size=(300, 700))
+    thumbnail = _data_image(thumbnail_data_uri(big))
+    assert thumbnail.size == (110, 256) and thumbnail.mode == "RGB"
+    assert _data_image(thumbnail_data_uri(Image.open(big), 64)).size == (27, 64)
+    assert thumbnail_data_uri(tmp_path / "gone.jpg") is None
+    hits = [SearchHit(rank=1, score=0.5, path=big), SearchHit(rank=2, score=0.25, path=tmp_path / "gone.jpg")]
+    page = render_hits_html(hits, "q")
+    assert page.count("<img ") == 1 and "image unreadable" in page and "<b>#2</b>" in page
 
 
 def test_render_hits_html_escapes_and_links_images(tmp_path):
     odd = tmp_path / "imgs" / 'a <b> & "c".jpg'
+    _write_image(odd, 1)
+    _write_image(tmp_path / "y.png", 2)
     hits = [SearchHit(rank=1, score=0.5, path=odd), SearchHit(rank=2, score=0.25, path=tmp_path / "y.png")]
-    page = render_hits_html(hits, 'red <coat> & "bag"', relative_to=tmp_path / "pages")
+    page = render_hits_html(hits, 'red <coat> & "bag"')
     assert page.startswith("<!doctype html>") and page.endswith("</body></html>\n")
-    assert "<title>gadms search: red &lt;coat&gt; &amp; &quot;bag&quot;</title>" in page
+    assert "<title>gadms search: red &lt;coat&gt; &amp; &#34;bag&#34;</title>" in page
+    assert "<h1>red &lt;coat&gt; &amp; &#34;bag&#34;</h1>" in page and "<coat>" not in page
     assert page.count("<img ") == 2 and "2 results, best first" in page
-    assert 'src="../imgs/a%20%3Cb%3E%20%26%20%22c%22.jpg"' in page and "<b>#1</b> 0.5000" in page
-    absolute = render_hits_html(hits, "q")  # no page folder: file:// URIs
-    assert f'src="{html_escape((tmp_path / "y.png").as_uri())}"' in absolute
+    assert f'href="{odd.as_uri()}"' in page and "a%20%3Cb%3E%20%26%20%22c%22.jpg" in page
+    assert '<b>#1</b> <span class="score">0.5000</span>' in page
+    assert f'title="{markup_escape(str(odd))}"' in page and 'alt="a &lt;b&gt; &amp; &#34;c&#34;.jpg"' in page
     assert html_page("t <x>", "<p>body</p>") == (
         '<!doctype html>\n<html><head><meta charset="utf-8"><title>t &lt;x&gt;</title></head>\n'
         "<body><p>body</p></body></html>\n"
@@ -519,7 +593,9 @@ def test_explain_cli_matches_gass_scores(tiny_gadms_dir, images_dir, model_and_p
                  "--html", str(html), "--png", str(png), "--no-color"]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "\x1b[" not in printed
-    listed = [line for line in printed.splitlines() if line and not line.startswith(("wrote", "sim"))]
+    caption, blank, *rest = printed.splitlines()
+    assert caption == f"<|startoftext|> {CAPTION} <|endoftext|>" and blank == ""
+    listed = [line for line in rest if line and not line.startswith(("wrote", "sim"))]
     listing = [line.rsplit(maxsplit=1) for line in listed]
     with torch.no_grad():
         pixels = processor(images=[Image.open(image_path)], return_tensors="pt")["pixel_values"]
@@ -535,9 +611,61 @@ def test_explain_cli_matches_gass_scores(tiny_gadms_dir, images_dir, model_and_p
     page = html.read_text()
     assert page.startswith("<!doctype html>") and "<title>gadms explain</title>" in page
     assert page.count('class="gadms-token"') == len(tokens)
+    [src] = _links(page).srcs  # the image, embedded beside the tokens
+    assert 'class="gadms-crop"' in page and _data_image(src).size == Image.open(image_path).size
     with Image.open(png) as drawn:
-        assert drawn.format == "PNG" and drawn.width > 100 and drawn.height > 20
-        drawn.verify()
+        assert drawn.format == "PNG" and drawn.width == 900 and drawn.height >= 70 + 8
+        crop = open_image(image_path)  # 31 x 70: drawn as it is, at (4, 4)
+        assert drawn.convert("RGB").crop((4, 4, 4 + crop.width, 4 + crop.height)).tobytes() == crop.tobytes()
+
+
+def test_explain_prints_the_caption_plain_through_a_pipe(tiny_gadms_dir, monkeypatch, capsys):
+    """stdout not a terminal (capsys): the caption line is printed without colours, not dropped."""
+    args = ["explain", "--model", str(tiny_gadms_dir), "--text", CAPTION]
+    assert not sys.stdout.isatty()
+    assert main(args) == 0
+    piped = capsys.readouterr().out
+    assert "\x1b" not in piped and piped.splitlines()[:2] == [f"<|startoftext|> {CAPTION} <|endoftext|>", ""]
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert main(args) == 0
+    coloured = capsys.readouterr().out
+    assert "\x1b[48;5;" in coloured and re.sub(r"\x1b\[[0-9;]*m", "", coloured) == piped  # same text
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert main(args) == 0 and capsys.readouterr().out == piped
+
+
+def _tiny_clip_dir(path, tiny_processor):
+    """A plain transformers ``CLIPModel`` folder (not GA-DMS), with a processor."""
+    from transformers import CLIPConfig, CLIPModel
+
+    tokenizer = tiny_processor.tokenizer
+    text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 16}  # fmt: skip
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
+    model.save_pretrained(path)
+    tiny_processor.save_pretrained(path)
+    return model
+
+
+def test_explain_refuses_a_model_that_is_not_gadms(tiny_processor, images_dir, tmp_path, capsys):
+    """A plain CLIPModel: exit status 2 and one line saying why (before: an AttributeError traceback)."""
+    folder = tmp_path / "clip"
+    model = _tiny_clip_dir(folder, tiny_processor)
+    for extra in ([], ["--image", str(images_dir / "p01.png")]):
+        assert main(["explain", "--model", str(folder), "--text", CAPTION, *extra]) == 2
+        captured = capsys.readouterr()
+        errors = [line for line in captured.err.splitlines() if "error" in line]
+        assert errors == [
+            f"gadms explain: error: {folder} is not a GA-DMS model (GASS token scores need GADMSModel, "
+            "model_type 'gadms'; got CLIPModel, model_type 'clip')"
+        ]
+        assert "Traceback" not in captured.err and captured.out == ""
+    with pytest.raises(NotGADMSModelError, match="is not a GA-DMS model .*got CLIPModel"):
+        explain(model, tiny_processor, CAPTION)
 
 
 def test_explain_library_neutral_image_and_renderers(model_and_processor, tmp_path):
@@ -552,12 +680,39 @@ def test_explain_library_neutral_image_and_renderers(model_and_processor, tmp_pa
     coloured = render_terminal(scores, color=True)
     assert "\x1b[48;5;" in coloured and all(word in coloured for word in CAPTION.split())
     plain = render_terminal(scores, color=False)
-    assert "\x1b" not in plain and plain.splitlines()[2].split() == ["man", f"{scores.scores[2]:.3f}"]
+    assert "\x1b" not in plain and plain.splitlines()[0] == " ".join(scores.tokens)
+    assert plain.splitlines()[4].split() == ["man", f"{scores.scores[2]:.3f}"]
+    assert re.sub(r"\x1b\[[0-9;]*m", "", coloured) == plain  # the same text, with or without colours
     fragment = render_html(
         TokenScores(["<|startoftext|>", "a", "<b>", "<|endoftext|>"], [0, 0.5, 1, 0], 0.25)
     )
     assert fragment.count("<span") == 4 and "&lt;b&gt;" in fragment and "similarity: 0.2500" in fragment
+    assert '>&lt;b&gt;</span>' in fragment and 'style="background-color:rgb(255,96,0);' in fragment
     assert not fragment.lstrip().lower().startswith(("<html", "<!doctype"))
+    assert "<img" not in fragment
     save_png(scores, tmp_path / "s.png")
     with Image.open(tmp_path / "s.png") as drawn:
         drawn.verify()
+
+
+def test_explain_html_and_png_show_the_image_beside_the_tokens(tmp_path):
+    colour = (20, 160, 220)  # not a token colour (those all have red 255)
+    tall = tmp_path / "crop.png"
+    Image.new("RGB", (60, 300), colour).save(tall)
+    scores = TokenScores(["<|startoftext|>", "a", "red", "coat", "<|endoftext|>"], [0, 0.2, 1, 0.6, 0], 0.3)
+    for image in (tall, Image.open(tall)):
+        fragment = render_html(scores, image=image)
+        [src] = _links(fragment).srcs
+        shown = _data_image(src)
+        assert shown.size == (51, 256)  # at most THUMBNAIL_SIDE, aspect kept
+        assert max(abs(a - b) for a, b in zip(shown.getpixel((25, 128)), colour)) <= 8
+        assert fragment.index("gadms-crop") < fragment.index('class="gadms-token"')  # beside, first
+        assert fragment.count('class="gadms-token"') == 5 and "similarity: 0.3000" in fragment
+    save_png(scores, tmp_path / "with.png", image=tall)
+    save_png(scores, tmp_path / "without.png")
+    with Image.open(tmp_path / "with.png") as drawn, Image.open(tmp_path / "without.png") as plain:
+        assert drawn.width == plain.width == 900 and drawn.height >= 192 > plain.height
+        assert drawn.getpixel((4 + 19, 4 + 95)) == colour and drawn.getpixel((4 + 37, 4 + 191)) == colour
+        assert colour not in {pixel for _, pixel in plain.getcolors(1 << 16)}
+        strip = drawn.crop((4 + 38 + 8, 0, 900, 40))  # the tokens, right of the 38 x 192 crop
+        assert any(pixel[0] == 255 and pixel[1] < 200 for _, pixel in strip.getcolors(1 << 16))
