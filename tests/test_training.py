@@ -184,6 +184,14 @@ def test_push_to_hub_up_to_the_upload_call(tmp_path):
     assert kwargs["repo_id"] == "org/gadms-test" and kwargs["folder_path"] == str(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a saved model directory"):
         push_model(tmp_path / "missing", "org/x", api=api)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "../base/last"}))
+    with pytest.raises(ValueError, match="local model ../base/last, which is not on the hub"):
+        push_model(adapter, "org/x", api=api)
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/gadms-base"}))
+    push_model(adapter, "org/y", api=api)
+    assert api.upload_folder.call_args.kwargs["repo_id"] == "org/y"
 
 
 def test_config_errors(tmp_path):
@@ -217,3 +225,99 @@ def test_schedule_warmup_then_cosine():
     assert factor(60) == pytest.approx(0.5) and factor(100) == pytest.approx(0.0, abs=1e-12)
     per_epoch = warmup_cosine(TrainingConfig(epochs=10, warmup_epochs=2, schedule_unit="epoch"), steps_per_epoch=10)
     assert per_epoch(5) == per_epoch(0) and per_epoch(15) == pytest.approx(0.55)
+
+
+def _card_paths(text):
+    import re
+
+    return re.findall(r'from_pretrained\("([^"]+)"', text)
+
+
+def test_run_shorter_than_an_epoch_validates_logs_and_writes_final_cards(data, tmp_path):
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard import metadata_load
+
+    from training.pretrain import main
+
+    out = tmp_path / "short"
+    # 24 training images x 2 captions / batch 6 = 8 steps an epoch: stopped after 2, logging every 100 steps
+    main(["--config", str(_config(tmp_path / "c.yaml", data=str(data["webperson"]), output_dir=str(out),
+                                  log_every_steps=100)), "--max-steps", "2"])
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert any(r["step"] == 2 and "loss" in r for r in log)
+    assert any(r["step"] == 2 and "val_R1" in r and r["step_in_epoch"] == 2 for r in log)
+    results = json.loads((out / "results.json").read_text())
+    assert results["best_epoch"] == 0 and results["best"]["R1"] >= 0
+    assert (out / "best" / "config.json").is_file()
+    for name in ("last", "best"):
+        card = ModelCard.load(out / name / "README.md")
+        meta = metadata_load(out / name / "README.md")
+        assert card.data.model_name == name and meta["model-index"][0]["name"] == name
+        assert ".tmp-" not in card.text
+        dataset = meta["model-index"][0]["results"][0]["dataset"]
+        assert dataset == {"name": "synthetic persons (generated, seed 1)", "type": "synthetic-persons",
+                           "split": "test"}
+        paths = _card_paths(card.text)
+        assert paths and all(Path(p).exists() for p in paths), paths
+
+
+def test_lora_finetune_names_its_base_and_keeps_the_classifier(data, tiny_gadms_dir, tmp_path):
+    from huggingface_hub.repocard import metadata_load
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForPreTraining
+
+    import modeling_gadms  # noqa: F401
+    from training.finetune import main
+
+    out = tmp_path / "lora"
+    main(["--config", str(_config(tmp_path / "c.yaml", objective="irra", benchmark="cuhk-pedes",
+                                  data_root=str(data["cuhk"]), model=str(tiny_gadms_dir), output_dir=str(out),
+                                  epochs=1, lora_rank=4, learning_rate=1.0e-2)),
+          "--lora", "--merge-lora", "--max-steps", "3"])
+    adapter = out / "last"
+    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert not Path(base).is_absolute() and (adapter / base).resolve() == Path(tiny_gadms_dir).resolve()
+    meta = metadata_load(adapter / "README.md")
+    assert meta["base_model"] == base and meta["library_name"] == "peft"
+    assert meta["model-index"][0]["name"] == "last"
+    assert meta["model-index"][0]["results"][0]["dataset"]["name"] == "synthetic persons (generated, seed 1)"
+    assert metadata_load(adapter / "merged" / "README.md")["model-index"][0]["name"] == "merged"
+    text = (adapter / "README.md").read_text()
+    assert all(Path(p).exists() for p in _card_paths(text)), _card_paths(text)
+    trained = load_file(str(adapter / "merged" / "model.safetensors"))["classifier.weight"]
+    num_identities = trained.shape[0]
+    assert f"num_identities={num_identities}" in text
+    # the card's reload path: the base with a classifier of the trained shape, then the adapter (holding it)
+    reloaded = PeftModel.from_pretrained(
+        AutoModelForPreTraining.from_pretrained(adapter / base, num_identities=num_identities), adapter)
+    restored = reloaded.get_base_model().classifier.weight.detach()
+    torch.testing.assert_close(restored, trained)
+    fresh = AutoModelForPreTraining.from_pretrained(adapter / base, num_identities=num_identities)
+    fresh = fresh.classifier.weight
+    assert not torch.allclose(fresh, trained)
+
+
+def test_finetune_checks_before_loading_data(tiny_gadms_dir, tmp_path):
+    from training.config import load_config
+    from training.finetune import main, preflight
+
+    root = tmp_path / "bench"
+    root.mkdir()
+    config = load_config(None, [f"model={tiny_gadms_dir}", "benchmark=cuhk-pedes", f"data_root={root}",
+                                "mixed_precision=bf16", "num_workers=100000", "objective=irra"])
+    config.image_size = None  # `image_size: null` in the presets: the model's
+    preflight(config, cuda=False)
+    assert config.image_size == [64, 32] and config.mixed_precision == "no"
+    assert 1 <= config.num_workers <= (__import__("os").cpu_count() or 1)
+    wrong = _config(tmp_path / "w.yaml", objective="irra", benchmark="cuhk-pedes", data_root=str(root),
+                    model=str(tiny_gadms_dir), image_size=[384, 128])
+    with mock.patch("evaluation.load_benchmark") as loader, pytest.raises(SystemExit):
+        main(["--config", str(wrong)])
+    assert not loader.called  # refused before any data was read
+    pushed = load_config(None, [f"model={tiny_gadms_dir}", "benchmark=cuhk-pedes", f"data_root={root}",
+                                "objective=irra", "lora=true", "push_to_hub=org/x", "image_size=[64, 32]"])
+    with pytest.raises(ValueError, match="is a local folder, which nobody could load from the hub"):
+        preflight(pushed, cuda=False)
+    for preset in sorted((REPO / "configs").glob("finetune_*.yaml")):
+        assert yaml.safe_load(preset.read_text())["image_size"] is None, preset

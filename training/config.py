@@ -35,7 +35,7 @@ class TrainingConfig:
     objective_overrides: dict = field(default_factory=dict)
     model: str = "tiny"
     model_overrides: dict = field(default_factory=dict)
-    image_size: list = field(default_factory=lambda: [384, 128])
+    image_size: list | None = field(default_factory=lambda: [384, 128])
 
     data: str | None = None
     data_split: str = "train"
@@ -107,8 +107,8 @@ class TrainingConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if len(self.image_size) != 2:
-            raise ValueError(f"image_size must be [height, width], got {self.image_size}")
+        if self.image_size is not None and len(self.image_size) != 2:
+            raise ValueError(f"image_size must be [height, width] or null (the model's), got {self.image_size}")
         self.model_overrides = check_model_overrides(self.model_overrides)
         self.objective_settings()  # refuses an unknown preset, an unknown setting or an invalid value now
 

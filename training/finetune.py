@@ -5,7 +5,8 @@
 
 Starts from a GA-DMS model directory, a hub id or a converted CLIP (`python -m modeling_gadms.convert`).
 Checkpoints are selected on the validation split (ICFG-PEDES: carved from training identities), then the last
-and the best are evaluated on test.
+and the best are evaluated on test. `image_size: null` (the presets) takes the model's input size; without a
+GPU mixed precision is turned off, and `num_workers` is capped at the CPU count.
 """
 
 from __future__ import annotations
@@ -17,8 +18,26 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.cli import build_parser, parse, run  # noqa: E402
+from training.cli import preflight as run_preflight  # noqa: E402
 from training.data import CaptionSamples, transform_for  # noqa: E402
 from training.trainer import Trainer, TrainingSetupError, build_model  # noqa: E402
+
+
+
+def preflight(config, cuda: bool | None = None) -> None:
+    """Fine-tuning's checks before any data is read: `benchmark` must be a known one and `data_root` an existing
+    folder; then the checks and settings of every run (`training.cli.preflight`: the model's input size, the
+    machine).
+
+    Raises:
+        ValueError: with the problem, before any data or weights are loaded.
+    """
+    from evaluation.benchmarks import resolve_benchmark
+
+    resolve_benchmark(config.benchmark)
+    if not Path(config.data_root).is_dir():
+        raise ValueError(f"data_root {config.data_root} is not a folder")
+    run_preflight(config, cuda=cuda)
 
 
 def main(argv=None) -> dict:
@@ -28,6 +47,10 @@ def main(argv=None) -> dict:
     args, config = parse(parser, argv)
     if not config.benchmark or not config.data_root:
         parser.error("set `benchmark` (cuhk-pedes, icfg-pedes, rstpreid, ufine6926) and `data_root`")
+    try:
+        preflight(config)
+    except ValueError as error:
+        parser.error(str(error))
     splits = load_benchmark(config.benchmark, config.data_root)
     train = splits[config.data_split]
     if config.max_train_samples:

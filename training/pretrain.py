@@ -14,7 +14,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python training/pretrain.py` / `accelerate launch training/pretrain.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.cli import build_parser, parse, run  # noqa: E402
+from training.cli import build_parser, parse, preflight, run  # noqa: E402
 from training.data import CaptionSamples, has_split, load_training_table, transform_for  # noqa: E402
 from training.trainer import Trainer, TrainingSetupError, build_model  # noqa: E402
 from training.validation import webperson_view  # noqa: E402
@@ -43,6 +43,10 @@ def main(argv=None) -> dict:
         parser.error("pretrain.py trains the GA-DMS objective (objective: gadms)")
     if not config.data:
         parser.error("no training data: set `data` (hub id, folder or parquet files), e.g. --set data=org/webperson")
+    try:
+        preflight(config)  # the model's input size and the machine's settings, before any data is read
+    except ValueError as error:
+        parser.error(str(error))
     table = load_training_table(config.data, config.data_split)
     if config.max_train_samples:
         table = table.select(range(min(config.max_train_samples, len(table))))

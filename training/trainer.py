@@ -111,8 +111,10 @@ def build_model(config: TrainingConfig, captions=None, num_identities: int = 0):
     import modeling_gadms  # noqa: F401  (registers the Auto classes)
     from transformers import AutoConfig, AutoModelForPreTraining, AutoProcessor
 
-    height, width = config.image_size
     if config.model == "tiny":
+        if config.image_size is None:
+            raise ValueError("model: tiny is built from scratch: set image_size ([height, width])")
+        height, width = config.image_size
         if captions is None:
             raise ValueError("model: tiny builds its vocabulary from the training captions, none were given")
         tokenizer = build_tokenizer(merges_for_words(words_of(captions)))
@@ -133,14 +135,17 @@ def build_model(config: TrainingConfig, captions=None, num_identities: int = 0):
             setattr(model_config, key, value)
     if hasattr(model_config, "check"):
         model_config.check()
+    if config.image_size is None:  # "the model's": the data transforms read it from the config from now on
+        config.image_size = list(model_config.image_size)
+    if tuple(model_config.image_size) != tuple(config.image_size):  # before the weights are read
+        raise ValueError(
+            f"{config.model} takes {tuple(model_config.image_size)} inputs but image_size is "
+            f"{config.image_size}; "
+            "set image_size to the model's (or null) or convert the model at that size"
+        )
     model = AutoModelForPreTraining.from_pretrained(config.model, config=model_config, use_safetensors=True)
     model.objective = config.objective_settings()
     processor = AutoProcessor.from_pretrained(config.model)
-    if tuple(model.config.image_size) != (height, width):
-        raise ValueError(
-            f"{config.model} takes {model.config.image_size} inputs but image_size is {config.image_size}; "
-            "set image_size to the model's or convert the model at that size"
-        )
     return model, processor
 
 
@@ -382,6 +387,7 @@ class Trainer:
         self.model.train()
         history = []
         done = self.state.global_step >= total_steps
+        logged_step, out = self.state.global_step, None
         while not done and self.state.epoch < config.epochs:
             epoch = self.state.epoch
             self.set_epoch(epoch)
@@ -421,28 +427,47 @@ class Trainer:
                 rate = seen / max(time.perf_counter() - started, 1e-9)
                 progress.set_postfix(loss=f"{out.loss.item():.3f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
                 if self.state.global_step % config.log_every_steps == 0:
-                    terms = {k: getattr(out, k).item() for k in ("sdm_loss", "mtp_loss", "id_loss", "mlm_loss")
-                             if getattr(out, k) is not None}
-                    self.log({"loss": out.loss.item(), **terms, "lr": lr, "samples_per_s": rate,
-                              "epoch": epoch, "skipped_images": self.state.skipped_images})
+                    self.log(self._step_record(out, lr, rate, epoch))
+                    logged_step = self.state.global_step
                 if config.save_every_steps and self.state.global_step % config.save_every_steps == 0:
                     self.save_checkpoint()
                 if self.state.global_step >= total_steps:
                     done = True
                     break
-            if not done or self.state.step_in_epoch >= self.steps_per_epoch:
+            epoch_over = not done or self.state.step_in_epoch >= self.steps_per_epoch
+            run_over = done or (epoch_over and self.state.epoch + 1 >= config.epochs)
+            if run_over and logged_step != self.state.global_step and out is not None:
+                # the last step's record, whatever log_every_steps: every run leaves a log.jsonl
+                self.log(self._step_record(out, lr, rate, epoch))
+                logged_step = self.state.global_step
+            if epoch_over:
                 self.state.epoch += 1
                 self.state.step_in_epoch = 0
-                history.append(self._end_of_epoch(epoch))
+                history.append(self._end_of_epoch(epoch, final=run_over))
                 self.save_checkpoint()
-            elif self.state.global_step not in {step for step, _ in self._checkpoints()}:
-                self.save_checkpoint()  # stopped mid-epoch by max_steps: resumable from here
+            else:  # stopped mid-epoch by max_steps: validate (best/ as for an epoch), resumable from here
+                record = self._end_of_epoch(epoch, final=True)
+                history.append(record)
+                validated = any(key.startswith("val_") for key in record)
+                if validated or self.state.global_step not in {step for step, _ in self._checkpoints()}:
+                    self.save_checkpoint()  # (again after validation: the best is part of the state)
         progress.close()
         return {"history": history, "skipped_images": self.state.skipped_images}
 
-    def _end_of_epoch(self, epoch: int) -> dict:
+    def _step_record(self, out, lr: float, rate: float, epoch: int) -> dict:
+        terms = {k: getattr(out, k).item() for k in ("sdm_loss", "mtp_loss", "id_loss", "mlm_loss")
+                 if getattr(out, k) is not None}
+        return {"loss": out.loss.item(), **terms, "lr": lr, "samples_per_s": rate, "epoch": epoch,
+                "skipped_images": self.state.skipped_images}
+
+    def _end_of_epoch(self, epoch: int, final: bool = False) -> dict:
+        """Validate (every `eval_every_epochs` epochs, and at the end of the run: last epoch or a stop by
+        `max_steps`, even mid-epoch) and keep the best model in `best/`."""
         record = {"epoch": epoch}
-        if self.eval_split is not None and (epoch + 1) % self.config.eval_every_epochs == 0:
+        if self.state.step_in_epoch:  # stopped mid-epoch: how far into the epoch it validated
+            record["step_in_epoch"] = self.state.step_in_epoch
+        due = (epoch + 1) % self.config.eval_every_epochs == 0 or final
+        if self.eval_split is not None and due:
             metrics = None
             if self.accelerator.is_main_process:
                 metrics = self.evaluate(self.eval_split)
@@ -457,32 +482,62 @@ class Trainer:
 
     # -- exporting ----------------------------------------------------------------------------------------
 
-    def save_model(self, directory: Path, metrics: dict | None = None, merge: bool | None = None) -> Path:
+    def save_model(self, directory: Path, metrics: dict | None = None, merge: bool | None = None,
+                   repo_id: str | None = None) -> Path:
         """Save a loadable model directory (weights, processor, code, card); LoRA runs save the adapter, and with
-        `merge` (default `config.merge_lora`) also a merged model under `<directory>/merged`."""
-        from .card import write_model_card
+        `merge` (default `config.merge_lora`) also a merged model under `<directory>/merged`.
 
+        The folder is written under a temporary name and renamed; its cards are written for the final name
+        (and for `repo_id`, the hub repo it will be pushed to). An adapter names its base model the way the
+        hub would (`base_model_name_or_path`: the hub id, or the local folder relative to the adapter's),
+        and holds the trained identity classifier (`lora_modules_to_save`)."""
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
+        directory = Path(directory)
         if accelerator.is_main_process:
-            directory = Path(directory)
             temporary = directory.with_name(f".tmp-{directory.name}")
             if temporary.exists():
                 shutil.rmtree(temporary)
             model = accelerator.unwrap_model(self.model)
             model.save_pretrained(temporary)
             self.processor.save_pretrained(temporary)
-            if self.config.lora and (self.config.merge_lora if merge is None else merge):
-                merged = _merged_copy(model)
-                merged.save_pretrained(temporary / "merged")
+            merged = bool(self.config.lora and (self.config.merge_lora if merge is None else merge))
+            if merged:
+                _merged_copy(model).save_pretrained(temporary / "merged")
                 self.processor.save_pretrained(temporary / "merged")
-                write_model_card(temporary / "merged", self.config, metrics)
-            write_model_card(temporary, self.config, metrics)
+            if self.config.lora:
+                from .card import relative_base
+
+                config_file = temporary / "adapter_config.json"
+                adapter_config = json.loads(config_file.read_text(encoding="utf-8"))
+                adapter_config["base_model_name_or_path"] = relative_base(self.config.model, directory)
+                config_file.write_text(json.dumps(adapter_config, indent=2, sort_keys=True), encoding="utf-8")
+            self._write_cards(temporary, directory, metrics, repo_id=repo_id)
             if directory.exists():
                 shutil.rmtree(directory)
             temporary.rename(directory)
         accelerator.wait_for_everyone()
-        return Path(directory)
+        return directory
+
+    def _write_cards(self, folder: Path, final: Path, metrics: dict | None,
+                     repo_id: str | None = None) -> None:
+        """The model cards of a saved folder (`folder`, to be `final`): the model's, or the adapter's and its
+        merged copy's."""
+        from .card import relative_base, write_model_card
+
+        if (folder / "merged").is_dir():
+            write_model_card(folder / "merged", self.config, metrics, repo_id=repo_id,
+                             final_directory=final / "merged")
+        if not self.config.lora:
+            write_model_card(folder, self.config, metrics, repo_id=repo_id, final_directory=final)
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        saved = set(getattr(model.peft_config.get("default"), "modules_to_save", None) or [])
+        classifier = self.base_model().classifier
+        num_identities = classifier.out_features if classifier is not None and "classifier" in saved else 0
+        write_model_card(folder, self.config, metrics, repo_id=repo_id, final_directory=final,
+                         base_model=relative_base(self.config.model, final), num_identities=num_identities,
+                         merged=(folder / "merged").is_dir())
 
     def _score_bank_consistency(self) -> dict:
         """Digests of every process's score bank (identical when the per-step gathers kept them in sync)."""
@@ -503,7 +558,7 @@ class Trainer:
         if self.test_split is not None and self.accelerator.is_main_process:
             test_metrics = self.evaluate(self.test_split)
         results["last"] = test_metrics
-        self.save_model(last_dir, metrics=test_metrics)
+        self.save_model(last_dir, metrics=test_metrics, repo_id=self.config.push_to_hub)
         best_dir = self.output_dir / "best"
         if self.test_split is not None and best_dir.is_dir() and self.accelerator.is_main_process:
             from .validation import load_for_evaluation, evaluate_split
@@ -511,9 +566,7 @@ class Trainer:
             best_model = load_for_evaluation(best_dir, self.config).to(self.accelerator.device)
             results["best"] = evaluate_split(best_model, self.processor, self.test_split,
                                              batch_size=self.config.eval_batch_size, device=self.accelerator.device)
-            from .card import write_model_card
-
-            write_model_card(best_dir, self.config, results["best"])
+            self._write_cards(best_dir, best_dir, results["best"])
         consistency = self._score_bank_consistency()
         if self.accelerator.is_main_process:
             summary = {**results, "best_epoch": self.state.best_epoch, "skipped_images": self.state.skipped_images,

@@ -83,7 +83,9 @@ def load_for_evaluation(directory: str | Path, config=None):
         from peft import PeftConfig, PeftModel
 
         base = PeftConfig.from_pretrained(directory).base_model_name_or_path
-        if config is not None and (base is None or not Path(str(base)).exists()):
+        if base and (directory / str(base)).exists():  # a local base is stored relative to the adapter folder
+            base = str((directory / str(base)).resolve())
+        elif config is not None and (base is None or not Path(str(base)).exists()):
             base = config.model
         pretraining = AutoModelForPreTraining.from_pretrained(base)
         model = PeftModel.from_pretrained(pretraining, directory).merge_and_unload().gadms
