@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from dataset_builders.webperson import cli
+from dataset_builders.webperson import cli, retry
 from dataset_builders.webperson.images import encode_jpeg
 from dataset_builders.webperson.captioning import sampling_seed
 from dataset_builders.webperson.ingest import ingest
@@ -139,6 +139,23 @@ def test_retries_on_server_errors_then_succeeds(status):
         c = client(server.url, max_retries=3)
         assert c.complete(msg("x")) == "ok"
     assert len(server.requests) == 3 and c.stats["retries"] == 2
+
+
+def test_retry_after_is_honoured_else_exponential_backoff(monkeypatch):
+    delays, main = [], threading.current_thread()
+    sleep = time.sleep
+    # the server threads sleep too (0 s per reply): only the client's waits are recorded
+    monkeypatch.setattr(
+        retry.time, "sleep", lambda s: delays.append(s) if threading.current_thread() is main else sleep(s)
+    )
+    for status in (429, 503):  # the server sends "Retry-After: 0" with 429 only
+        with ChatServer(
+            lambda body, n: (status, {"error": "busy"}, 0) if n <= 3 else (200, answer("ok"), 0)
+        ) as server:
+            c = client(server.url, max_retries=3, backoff=0.25, max_backoff=0.6)
+            assert c.complete(msg("x")) == "ok"
+        assert c.stats == Counter({"requests": 4, "retries": 3})
+    assert delays == pytest.approx([0, 0, 0, 0.25, 0.5, 0.6])  # doubling, capped at max_backoff
 
 
 def test_gives_up_after_max_retries():

@@ -502,3 +502,54 @@ def test_folder_source_records_symlink_loops_and_unreadable_entries(tmp_path, mo
     assert "leads back to cam1" in rejects["cam1/back"]["detail"]
     assert "broken link -> no_such_file.jpg" in rejects["gone.jpg"]["detail"]
     assert "cannot be listed" in rejects["locked"]["detail"]
+
+
+def test_retry_after_values():
+    from email.utils import format_datetime
+    from datetime import datetime, timedelta, timezone
+
+    from dataset_builders.webperson.retry import retry_after
+
+    assert retry_after("3") == 3.0 and retry_after("-2") == 0.0 and retry_after(" 1.5 ") == 1.5
+    assert retry_after(None) is None and retry_after("soon") is None
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: at once
+    later = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=60), usegmt=True)
+    assert 55 < retry_after(later) <= 60
+
+
+def test_url_fetch_retries_server_errors_only(monkeypatch):
+    import httpx
+
+    from dataset_builders.webperson import retry, sources
+
+    delays, calls = [], []
+    monkeypatch.setattr(retry.time, "sleep", delays.append)
+    replies = {
+        "http://x/busy.jpg": [httpx.Response(503, headers={"Retry-After": "1"}), httpx.Response(429),
+                              httpx.Response(200, content=b"img")],
+        "http://x/gone.jpg": [httpx.Response(404)],
+        "http://x/down.jpg": [httpx.ConnectError("refused")] * 3,
+        "not-a-url": [httpx.UnsupportedProtocol("Request URL is missing an 'http://' protocol.")],
+    }
+
+    def get(url, **options):
+        calls.append(url)
+        reply = replies[url].pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    monkeypatch.setattr(sources.httpx, "get", get)
+    assert sources._fetch("http://x/busy.jpg", 1.0, 2, "ua") == b"img"
+    assert delays == pytest.approx([1.0, 0.4])  # Retry-After, then the backoff (0.2, doubled)
+    with pytest.raises(sources.DownloadError, match="HTTP 404") as info:
+        sources._fetch("http://x/gone.jpg", 1.0, 2, "ua")
+    assert info.value.reason == "download_failed"
+    with pytest.raises(sources.DownloadError, match="ConnectError: refused"):
+        sources._fetch("http://x/down.jpg", 1.0, 2, "ua")
+    with pytest.raises(sources.DownloadError, match="download_failed"):
+        sources._fetch("not-a-url", 1.0, 2, "ua")  # not a URL: no retry
+    assert calls == (
+        ["http://x/busy.jpg"] * 3 + ["http://x/gone.jpg"] + ["http://x/down.jpg"] * 3 + ["not-a-url"]
+    )
+    assert len(delays) == 4

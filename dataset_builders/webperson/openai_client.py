@@ -1,23 +1,23 @@
 """A small client for OpenAI-compatible chat-completions endpoints (vLLM, SGLang, TGI, ... servers).
 
-Standard library only (``urllib``): bounded concurrency (a thread pool), a timeout per request, and
-retries with exponential backoff on timeouts, connection errors, HTTP 429 and 5xx. Other HTTP errors
-(400, 401, 404, ...) and malformed answers fail at once. Failures come back as :class:`EndpointError`
+HTTP through ``httpx`` (one pooled client), bounded concurrency (a thread pool), a timeout per request,
+and retries (``tenacity``, via :mod:`.retry`) with exponential backoff on timeouts, connection errors,
+HTTP 408, 409, 425, 429 and 5xx, waiting what ``Retry-After`` asks for when it is sent. Other HTTP
+errors (400, 401, 404, ...) and malformed answers fail at once. Failures come back as :class:`EndpointError`
 values from :meth:`OpenAIChatClient.complete_many`, so one bad request never stops a batch.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import threading
-import urllib.error
-import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
-from .retry import TryAgain, retry_call
+import httpx
+
+from .retry import TryAgain, retry_after, retry_call
 
 __all__ = ["EndpointError", "OpenAIChatClient"]
 
@@ -43,7 +43,8 @@ class OpenAIChatClient:
         model: the served model name.
         api_key: sent as a bearer token when given (vLLM's ``--api-key``).
         timeout: seconds per request; max_retries: extra attempts after the first.
-        backoff: first retry delay in seconds (doubling, at most ``max_backoff``).
+        backoff: first retry delay in seconds (doubling, at most ``max_backoff``); a ``Retry-After``
+            sent with the failed answer replaces it (also at most ``max_backoff``).
         concurrency: requests in flight at once in :meth:`complete_many`.
     """
 
@@ -71,20 +72,17 @@ class OpenAIChatClient:
         self.concurrency = max(1, concurrency)
         self.stats: Counter = Counter()
         self._lock = threading.Lock()
+        # no cap on connections: the caller's threads (``concurrency`` in complete_many) bound them
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=self.concurrency)
+        self._http = httpx.Client(timeout=timeout, limits=limits)
 
     def _count(self, key: str) -> None:
         with self._lock:
             self.stats[key] += 1
 
-    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(
-            self.url, data=json.dumps(payload).encode(), headers=headers, method="POST"
-        )
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            return json.loads(response.read())
+    def _post(self, payload: dict[str, Any]) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
+        return self._http.post(self.url, json=payload, headers=headers)
 
     def complete(self, messages: list[dict[str, Any]], **params: Any) -> str:
         """The assistant text for ``messages`` (``params``: ``temperature``, ``max_tokens``, ``seed``, ...).
@@ -110,24 +108,23 @@ class OpenAIChatClient:
         :class:`EndpointError` for a final one."""
         self._count("requests")
         try:
-            answer = self._post(payload)
-        except urllib.error.HTTPError as error:
-            failure = EndpointError(f"http_{error.code}", _body(error), attempt)
-            if error.code not in _RETRY_STATUS:
-                raise failure from None
-            raise TryAgain(failure, _retry_after(error)) from None
-        except (TimeoutError, socket.timeout) as error:
+            response = self._post(payload)
+        except httpx.TimeoutException as error:
             detail = f"no answer within {self.timeout} s ({error})"
             raise TryAgain(EndpointError("timeout", detail, attempt)) from None
-        except urllib.error.URLError as error:
-            if isinstance(error.reason, (TimeoutError, socket.timeout)):
-                failure = EndpointError("timeout", f"no answer within {self.timeout} s", attempt)
-            else:
-                failure = EndpointError("connection", str(error.reason), attempt)
-            raise TryAgain(failure) from None
-        except (ConnectionError, OSError) as error:
-            raise TryAgain(EndpointError("connection", f"{type(error).__name__}: {error}", attempt)) from None
-        except json.JSONDecodeError as error:
+        except (httpx.RequestError, OSError) as error:
+            detail = f"{type(error).__name__}: {error}"
+            if isinstance(error, httpx.ConnectError):  # "[Errno 111] Connection refused", ...
+                detail = str(error)
+            raise TryAgain(EndpointError("connection", detail, attempt)) from None
+        if not response.is_success:
+            failure = EndpointError(f"http_{response.status_code}", _body(response), attempt)
+            if response.status_code not in _RETRY_STATUS:
+                raise failure
+            raise TryAgain(failure, retry_after(response.headers.get("Retry-After")))
+        try:
+            answer = json.loads(response.content)
+        except ValueError as error:  # not JSON, or not UTF-8
             raise EndpointError("bad_response", f"not JSON: {error}", attempt) from None
         return _content(answer, attempt)
 
@@ -162,16 +159,5 @@ def _content(answer: Any, attempt: int) -> str:
     return content
 
 
-def _body(error: urllib.error.HTTPError) -> str:
-    try:
-        return error.read().decode("utf-8", "replace")[:300]
-    except Exception:
-        return str(error)
-
-
-def _retry_after(error: urllib.error.HTTPError) -> float | None:
-    value = error.headers.get("Retry-After") if error.headers else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+def _body(response: httpx.Response) -> str:
+    return response.content.decode("utf-8", "replace")[:300]

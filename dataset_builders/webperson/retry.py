@@ -1,16 +1,21 @@
-"""Retries with exponential backoff: the one retry loop of the WebPerson builder.
+"""The retry policy of the WebPerson builder's HTTP calls, on ``tenacity``.
 
-Used by the OpenAI-compatible chat client (:mod:`.openai_client`) and the built-in URL downloader
-(:mod:`.sources`). An attempt returns its value, raises :class:`TryAgain` for a failure worth another
-try (a timeout, a refused connection, HTTP 429 or 5xx), or raises anything else to fail at once.
+Shared by the OpenAI-compatible chat client (:mod:`.openai_client`) and the built-in URL downloader
+(:mod:`.sources`), so both retry the same way: an attempt returns its value, raises :class:`TryAgain`
+for a failure worth another try (a timeout, a refused connection, HTTP 429 or 5xx), or raises anything
+else to fail at once. Between tries tenacity waits the delay the server asked for (``Retry-After``) or
+else an exponential backoff, both capped.
 """
 
 from __future__ import annotations
 
 import time
+from email.utils import parsedate_to_datetime
 from typing import Callable, TypeVar
 
-__all__ = ["TryAgain", "retry_call"]
+import tenacity
+
+__all__ = ["TryAgain", "retry_after", "retry_call"]
 
 T = TypeVar("T")
 
@@ -52,15 +57,39 @@ def retry_call(
     Raises:
         the ``error`` of the last :class:`TryAgain` when ``retries + 1`` attempts have failed.
     """
-    number = 1
-    while True:
-        try:
-            return attempt(number)
-        except TryAgain as failure:
-            if number > retries:
-                raise failure.error from None
-            if on_retry is not None:
-                on_retry(number)
-            delay = failure.after if failure.after is not None else backoff * 2 ** (number - 1)
-            time.sleep(min(max_backoff, delay))
-        number += 1
+    exponential = tenacity.wait_exponential(multiplier=backoff, max=max_backoff)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        after = getattr(state.outcome.exception(), "after", None) if state.outcome else None
+        return min(max_backoff, after) if after is not None else exponential(state)
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(TryAgain),
+        stop=tenacity.stop_after_attempt(max(0, retries) + 1),
+        wait=wait,
+        sleep=lambda seconds: time.sleep(seconds),  # looked up per call: tests patch time.sleep
+        before_sleep=(lambda state: on_retry(state.attempt_number)) if on_retry else None,
+        reraise=True,
+    )
+    try:
+        for try_ in retrying:
+            with try_:
+                return attempt(try_.retry_state.attempt_number)
+    except TryAgain as failure:
+        raise failure.error from None
+    raise AssertionError("unreachable: tenacity stops by returning or raising")  # pragma: no cover
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds to wait from an HTTP ``Retry-After`` value (delay seconds or an HTTP date); ``None`` when
+    absent or unreadable."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None

@@ -15,15 +15,14 @@ import os
 import stat
 import tarfile
 import threading
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import httpx
 import pyarrow.parquet as pq
 
-from .retry import TryAgain, retry_call
+from .retry import TryAgain, retry_after, retry_call
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -330,22 +329,24 @@ def dataset_source(
 
 
 def _fetch(url: str, timeout: float, retries: int, user_agent: str) -> bytes:
+    """The bytes at ``url`` (redirects followed), retried on timeouts, connection errors, HTTP 429 and
+    5xx (waiting what ``Retry-After`` asks, at most 2 s); any failure raises ``download_failed``."""
+
     def attempt(_number: int) -> bytes:
+        headers = {"User-Agent": user_agent}
         try:
-            request = urllib.request.Request(url, headers={"User-Agent": user_agent})
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.read()
-        except urllib.error.HTTPError as error:
-            failure = DownloadError("download_failed", f"{url}: HTTP {error.code}")
-            if error.code < 500 and error.code != 429:
+            response = httpx.get(url, headers=headers, timeout=timeout, follow_redirects=True)
+        except (httpx.RequestError, httpx.InvalidURL, OSError) as error:
+            failure = DownloadError("download_failed", f"{url}: {type(error).__name__}: {error}")
+            if isinstance(error, (httpx.InvalidURL, httpx.UnsupportedProtocol)):  # not a URL: no retry
                 raise failure from None
             raise TryAgain(failure) from None
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            detail = f"{url}: {type(error).__name__}: {getattr(error, 'reason', error)}"
-            failure = DownloadError("download_failed", detail)
-            if isinstance(error, ValueError):
-                raise failure from None
-            raise TryAgain(failure) from None
+        if response.is_success:
+            return response.content
+        failure = DownloadError("download_failed", f"{url}: HTTP {response.status_code}")
+        if response.status_code < 500 and response.status_code != 429:
+            raise failure
+        raise TryAgain(failure, retry_after(response.headers.get("Retry-After")))
 
     return retry_call(attempt, retries=retries, backoff=0.2, max_backoff=2.0)
 
