@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from huggingface_hub import DatasetCard
+from huggingface_hub.repocard import metadata_load
 from PIL import Image
 
 import datasets
@@ -22,6 +23,7 @@ from dataset_builders.synthetic import (
     NOISE_KINDS, SyntheticPersonConfig, generate_records, make_caption, sample_identities, to_dataset_dict,
     tokenize, write_cuhk_pedes, write_webperson,
 )
+from dataset_builders.hub_folder import size_category
 from dataset_builders.synthetic.__main__ import main as cli_main
 from dataset_builders.synthetic.attributes import COLOURS, HAIR_COLOURS
 
@@ -274,9 +276,24 @@ def test_webperson_folder_loads_offline_with_load_dataset(tmp_path, noisy_record
     config = SyntheticPersonConfig(**SMALL, noise_rate=0.3, seed=7)
     out = write_webperson(config, tmp_path / "wp", shard_size=16)
     assert out == tmp_path / "wp"
-    front = (out / "README.md").read_text().split("---")[1]
-    card = yaml.safe_load(front)
-    assert [f["split"] for f in card["configs"][0]["data_files"]] == ["train", "validation", "test"]
+    card, meta = DatasetCard.load(out / "README.md"), metadata_load(out / "README.md")
+    assert meta == card.data.to_dict()
+    assert card.data.pretty_name == "GA-DMS synthetic persons" and card.data.license == "apache-2.0"
+    assert card.data.size_categories == ["n<1K"]  # 60 images
+    (default,) = meta["configs"]
+    assert default["config_name"] == "default"
+    files = default["data_files"]
+    assert [f["split"] for f in files] == ["train", "validation", "test"]
+    # every split's pattern names shards, and together they name every shard once
+    globbed = [sorted(out.glob(f["path"])) for f in files]
+    assert all(globbed) and sorted(sum(globbed, [])) == sorted((out / "data").glob("*.parquet"))
+    splits = {s["name"]: s["num_examples"] for s in meta["dataset_info"]["splits"]}
+    assert splits == {"train": 48, "validation": 6, "test": 6}
+    names = [f["name"] for f in meta["dataset_info"]["features"]]
+    assert names[:4] == ["image", "image_path", "caption1", "caption2"]
+    assert card.text.startswith("\n# GA-DMS synthetic persons (WebPerson format)\n")
+    assert "| validation | 6 |" in card.text and "- `seed`: 7\n" in card.text
+    assert "- captions with noise: " in card.text and "## Generation settings" in card.text
     # 16 train identities x 3 images, 16 rows a shard
     assert len(list((out / "data").glob("train-*-of-00003.parquet"))) == 3
 
@@ -310,6 +327,9 @@ def test_webperson_leaves_out_empty_splits(tmp_path):
     config = SyntheticPersonConfig(num_identities=6, images_per_identity=1, image_size=(48, 16),
                                    split_fractions=(0.5, 0.0, 0.5))
     folder = write_webperson(config, tmp_path / "wp")
+    meta = metadata_load(folder / "README.md")
+    assert [f["split"] for f in meta["configs"][0]["data_files"]] == ["train", "test"]
+    assert [s["name"] for s in meta["dataset_info"]["splits"]] == ["train", "test"]
     ds = datasets.load_dataset(str(folder), cache_dir=str(tmp_path / "cache"))
     assert set(ds) == {"train", "test"}
 
@@ -380,6 +400,31 @@ def test_cuhk_pedes_folder_reads_like_the_benchmark(tmp_path, noisy_records):
     table = datasets.load_dataset("json", data_files=str(out / "reid_raw.json"), split="train",
                                   cache_dir=str(tmp_path / "cache"))
     assert table.num_rows == len(records) and table[0]["id"] == 1
+    # the card: no YAML front matter (benchmark loaders read this layout), the counts and the settings
+    text = (out / "README.md").read_text()
+    assert text.startswith("# GA-DMS synthetic persons (CUHK-PEDES format)\n")
+    assert metadata_load(out / "README.md") is None
+    assert DatasetCard.load(out / "README.md").data.to_dict() == {}
+    assert "| train | 48 | 96 |" in text and "| val | 6 | 12 |" in text and "- `seed`: 7\n" in text
+    assert '`{"split", "captions", "file_path", "processed_tokens", "id"}`' in text
+
+
+@pytest.mark.parametrize("rows, category", [
+    (0, "n<1K"), (999, "n<1K"), (1_000, "1K<n<10K"), (9_999, "1K<n<10K"), (10_000, "10K<n<100K"),
+    (999_999, "100K<n<1M"), (1_000_000, "1M<n<10M"), (10_000_000, "10M<n<100M"),
+    (5 * 10**9, "1B<n<10B"), (10**12, "n>1T"),
+])
+def test_size_category_is_the_hub_bucket_of_the_row_count(rows, category):
+    assert size_category(rows) == category
+
+
+def test_noise_free_cards_name_no_noise_kinds(tmp_path):
+    config = SyntheticPersonConfig(num_identities=4, images_per_identity=1, image_size=(48, 16),
+                                   noise_rate=0.0, noise_kinds=())
+    for writer in (write_webperson, write_cuhk_pedes):
+        text = (writer(config, tmp_path / writer.__name__) / "README.md").read_text()
+        assert "- noise rate setting: 0.0 (kinds: none)" in text
+        assert "- captions with noise: 0 of 8 (0.0 %)" in text and "- `filler`: 0 captions" in text
 
 
 # ---------------------------------------------------------------- CLI

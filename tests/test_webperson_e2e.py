@@ -14,8 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from huggingface_hub import DatasetCard
+from huggingface_hub.repocard import metadata_load
 from PIL import Image
 
+from dataset_builders.hub_folder import size_category
 from dataset_builders.webperson import cli
 from dataset_builders.webperson.detection import Detection, DetectionThresholds
 from dataset_builders.webperson.images import ImageLimits
@@ -177,6 +180,19 @@ def test_cli_end_to_end_with_real_model_classes(tmp_path, models, pool, capsys):
     assert "license: cc-by-4.0" in card and "path: data/train-*.parquet" in card
     assert f"| images (person crops) | {kept:,} |" in card and f"| captions | {2 * kept:,} |" in card
     assert "| ingest | 19 | 14 |" in card and "| detect | 14 |" in card and "truncated: 1" in card
+    parsed, meta = DatasetCard.load(out / "README.md"), metadata_load(out / "README.md")
+    assert meta == parsed.data.to_dict() and parsed.data.license == "cc-by-4.0"
+    assert parsed.data.size_categories == [size_category(kept)] == ["n<1K"]
+    assert parsed.data.task_categories == ["text-to-image", "image-to-text"]
+    assert "webperson" in parsed.data.tags
+    (files,) = [config["data_files"] for config in meta["configs"] if config["config_name"] == "default"]
+    assert files == [{"split": "train", "path": "data/train-*.parquet"}]
+    assert sorted(out.glob(files[0]["path"])) == sorted((out / "data").glob("*.parquet")) != []
+    assert meta["dataset_info"]["splits"] == [
+        {"name": "train", "num_bytes": sum(f.stat().st_size for f in (out / "data").glob("*.parquet")),
+         "num_examples": kept}
+    ]
+    assert parsed.text.startswith(f"\n# {parsed.data.pretty_name}\n") and "## Settings" in parsed.text
     for figure in ("samples.png", "caption_lengths.png"):
         assert Image.open(out / "assets" / figure).size[0] > 100
     # a rerun of every stage does nothing and changes nothing

@@ -7,6 +7,7 @@ import shutil
 
 import datasets
 import pytest
+from huggingface_hub import DatasetCard
 from huggingface_hub.utils import filter_repo_objects
 from PIL import Image
 
@@ -96,6 +97,12 @@ def test_the_uploaded_files_load_with_load_dataset(exported, tmp_path):
     ds = datasets.load_dataset(str(repo), split="train")
     assert ds.num_rows == 7 and ds.column_names[:4] == ["image", "image_path", "caption1", "caption2"]
     assert ds[0]["image"].mode == "RGB"
+    card = DatasetCard.load(repo / "README.md")  # what the Hub shows
+    assert card.data.license == "cc-by-4.0" and card.data.size_categories == ["n<1K"]
+    (default,) = card.data.configs
+    shards = sorted(repo.glob("data/*.parquet"))
+    assert [sorted(repo.glob(f["path"])) for f in default["data_files"]] == [shards]
+    assert card.data.dataset_info["splits"][0]["num_examples"] == 7
 
 
 def test_publish_large_and_errors(exported, tmp_path):

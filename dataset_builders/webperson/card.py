@@ -1,69 +1,27 @@
-"""The data set card (README.md) of an exported WebPerson folder: YAML front matter with the licence,
-``configs`` and ``dataset_info``, then statistics, rejection counts and figures."""
+"""The data set card (README.md) of an exported WebPerson folder: YAML front matter (a
+``huggingface_hub.DatasetCardData`` with the licence, ``configs`` and ``dataset_info``), then statistics,
+rejection counts and figures, rendered from a Jinja template with ``huggingface_hub.DatasetCard``."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 import datasets
-import yaml
 
-from ..hub_folder import configs_yaml, dataset_info_yaml, size_category
+from ..hub_folder import card_data, render_card
 from .shards import STAGES
 
-__all__ = ["webperson_card"]
+__all__ = ["TEMPLATE", "webperson_card"]
 
 #: The rows of the card's stage table, in order.
 STAGE_ORDER = (*STAGES, "export")
 
+#: The card: front matter, then the body. Counts are written with thousands separators.
+TEMPLATE = """---
+{{ card_data }}
+---
 
-def _stage_table(stages: Mapping[str, Mapping[str, Any]]) -> str:
-    lines = ["| stage | in | kept | rejected (reason: count) |", "|---|---|---|---|"]
-    for name in STAGE_ORDER:
-        if name not in stages:
-            continue
-        stage = stages[name]
-        reasons = ", ".join(
-            f"{r}: {n:,}" for r, n in sorted(stage.get("rejected", {}).items(), key=lambda x: -x[1])
-        )
-        lines.append(f"| {name} | {stage.get('in', 0):,} | {stage.get('kept', 0):,} | {reasons or '-'} |")
-    return "\n".join(lines)
-
-
-def webperson_card(
-    *,
-    name: str,
-    license: str,
-    features: datasets.Features,
-    stats: Mapping[str, Any],
-    stages: Mapping[str, Mapping[str, Any]],
-    settings: Mapping[str, Any],
-    num_bytes: int,
-) -> str:
-    """README.md of the export: ``stats`` has ``images``, ``captions``, ``vocabulary``,
-    ``caption_words`` (min / mean / max); ``stages`` the manifest of each stage."""
-    rows = int(stats["images"])
-    meta = {
-        "license": license,
-        "pretty_name": name,
-        "language": ["en"],
-        "task_categories": ["text-to-image", "image-to-text"],
-        "tags": [
-            "text-based-person-retrieval",
-            "person-re-identification",
-            "synthetic-captions",
-            "webperson",
-        ],
-        "size_categories": [size_category(rows)],
-        "configs": configs_yaml(["train"]),
-        "dataset_info": dataset_info_yaml(features, {"train": rows}, {"train": num_bytes}),
-    }
-    words = stats["caption_words"]
-    settings_lines = "\n".join(f"- `{stage}`: `{value}`" for stage, value in settings.items())
-    return f"""---
-{yaml.safe_dump(meta, sort_keys=False)}---
-
-# {name}
+# {{ pretty_name }}
 
 Person crops from web images with two machine-written captions each, curated with the WebPerson
 pipeline of the GA-DMS project (`python -m dataset_builders.webperson`): person detection, a pose
@@ -81,11 +39,12 @@ ds[0]["image"], ds[0]["caption1"], ds[0]["caption2"]
 
 | | |
 |---|---|
-| images (person crops) | {rows:,} |
-| captions | {int(stats["captions"]):,} |
-| vocabulary (distinct lower-cased words) | {int(stats["vocabulary"]):,} |
-| caption length in words (min / mean / max) | {words["min"]} / {words["mean"]:.1f} / {words["max"]} |
-| source images with a kept crop | {int(stats["source_images"]):,} |
+| images (person crops) | {{ "{:,}".format(images) }} |
+| captions | {{ "{:,}".format(captions) }} |
+| vocabulary (distinct lower-cased words) | {{ "{:,}".format(vocabulary) }} |
+| caption length in words (min / mean / max) | \
+{{ words.min }} / {{ "%.1f" | format(words.mean) }} / {{ words.max }} |
+| source images with a kept crop | {{ "{:,}".format(source_images) }} |
 
 ![caption lengths](assets/caption_lengths.png)
 
@@ -111,15 +70,68 @@ ds[0]["image"], ds[0]["caption1"], ds[0]["caption2"]
 
 ## Curation: items in, kept and rejected per stage
 
-{_stage_table(stages)}
-
+| stage | in | kept | rejected (reason: count) |
+|---|---|---|---|
+{% for stage in stages %}| {{ stage.name }} | \
+{{ "{:,}".format(stage["in"]) }} | {{ "{:,}".format(stage.kept) }} | \
+{% for reason, n in stage.rejected %}{{ reason }}: {{ "{:,}".format(n) }}{{ ", " if not loop.last }}\
+{% else %}-{% endfor %} |
+{% endfor %}
 ## Settings
 
-{settings_lines}
-
+{% for stage, value in settings %}- `{{ stage }}`: `{{ value }}`
+{% endfor %}
 ## Licence and provenance
 
 The licence field above covers the captions and this card. The crops come from web images whose rights
 stay with their owners; `source_url` records where each came from. Remove an item on request by its
 `source_id`.
 """
+
+
+def _stage_rows(stages: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The stage table's rows in :data:`STAGE_ORDER`; rejection reasons most frequent first."""
+    return [
+        {
+            "name": name,
+            "in": int(stages[name].get("in", 0)),
+            "kept": int(stages[name].get("kept", 0)),
+            "rejected": sorted(stages[name].get("rejected", {}).items(), key=lambda x: -x[1]),
+        }
+        for name in STAGE_ORDER
+        if name in stages
+    ]
+
+
+def webperson_card(
+    *,
+    name: str,
+    license: str,
+    features: datasets.Features,
+    stats: Mapping[str, Any],
+    stages: Mapping[str, Mapping[str, Any]],
+    settings: Mapping[str, Any],
+    num_bytes: int,
+) -> str:
+    """README.md of the export: ``stats`` has ``images``, ``captions``, ``vocabulary``,
+    ``caption_words`` (min / mean / max) and ``source_images``; ``stages`` the manifest of each stage;
+    ``settings`` the settings of each stage; ``num_bytes`` the parquet bytes of the one split, ``train``."""
+    rows = int(stats["images"])
+    data = card_data(
+        features, {"train": rows}, {"train": num_bytes},
+        license=license,
+        pretty_name=name,
+        language=["en"],
+        task_categories=["text-to-image", "image-to-text"],
+        tags=["text-based-person-retrieval", "person-re-identification", "synthetic-captions", "webperson"],
+    )
+    return render_card(
+        data, TEMPLATE,
+        images=rows,
+        captions=int(stats["captions"]),
+        vocabulary=int(stats["vocabulary"]),
+        words=stats["caption_words"],
+        source_images=int(stats["source_images"]),
+        stages=_stage_rows(stages),
+        settings=list(settings.items()),
+    )
