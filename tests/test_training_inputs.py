@@ -109,3 +109,27 @@ def test_unknown_key_says_where_it_came_from(tmp_path):
     message = str(error.value)
     assert "given with --set: ['learning_rat']" in message and "ok.yaml" not in message
     assert "did you mean 'learning_rate'" in message
+
+
+@pytest.mark.parametrize("step, step_in_epoch, expected", [
+    (6, 0, ["end"]),          # checkpoint at the end of epoch 0: its validation is kept
+    (9, 3, ["end", "stop"]),  # checkpoint re-saved after a max_steps stop validated at step 9
+    (9, 5, ["end"]),          # a checkpoint at step 9 from another point of the epoch: that validation is not its
+])
+def test_resume_trims_the_log_to_the_checkpoint(tmp_path, step, step_in_epoch, expected):
+    """On resume, `log.jsonl` keeps what the checkpoint covers: the steps up to it, and a validation at its own
+    step only when that validation came before it (an epoch's end, or a `max_steps` stop at that point)."""
+    from types import SimpleNamespace
+
+    from training.trainer import Trainer, TrainState
+
+    records = [{"step": 6, "loss": 1.0}, {"step": 6, "epoch": 0, "val_R1": 1.0, "tag": "end"},
+               {"step": 9, "loss": 0.9}, {"step": 9, "epoch": 1, "step_in_epoch": 3, "val_R1": 2.0, "tag": "stop"},
+               {"step": 10, "loss": 0.8}]
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 11, "lo')  # a half-written line
+    trainer = SimpleNamespace(log_file=log, state=TrainState(global_step=step, step_in_epoch=step_in_epoch))
+    Trainer._truncate_log(trainer, step)
+    kept = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in kept if "loss" in r] == [s for s in (6, 9) if s <= step]
+    assert [r["tag"] for r in kept if "tag" in r] == expected

@@ -335,8 +335,11 @@ class Trainer:
             except json.JSONDecodeError:  # the half-written last line of a killed run
                 continue
             logged = record.get("step", 0)
-            # a validation record at the checkpoint's own step belongs to it only if the epoch had ended there
-            if logged < step or (logged == step and ("loss" in record or self.state.step_in_epoch == 0)):
+            # a validation record at the checkpoint's own step belongs to it only if the validation came before
+            # the checkpoint: at the end of an epoch, or at a `max_steps` stop at the same point of the epoch
+            at_epoch_point = record.get("step_in_epoch", 0) == self.state.step_in_epoch
+            validated_here = self.state.step_in_epoch == 0 or at_epoch_point
+            if logged < step or (logged == step and ("loss" in record or validated_here)):
                 kept.append(line + "\n")
         temporary = self.log_file.with_name(self.log_file.name + ".tmp")
         temporary.write_text("".join(kept), encoding="utf-8")
