@@ -79,7 +79,6 @@ def main(argv=None) -> dict:
 def run(args, workdir: Path) -> dict:
     import datasets
     import torch
-    import torch.nn.functional as F
     from torch.utils.data import DataLoader
 
     from dataset_builders.synthetic import SyntheticPersonConfig, write_webperson
@@ -154,7 +153,7 @@ def run(args, workdir: Path) -> dict:
         inputs = {k: v for k, v in batch.items() if k != "sample_index"}
         out = model(**inputs, token_scores=bank.get(index) if bank is not None else None, generator=masks)
         if bank is not None:
-            bank.update(index, F.pad(out.token_scores, (0, bank.seq_len - out.token_scores.shape[1])))
+            bank.update(index, bank.pad(out.token_scores))
         out.loss.backward()
         if config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)

@@ -50,6 +50,15 @@ RECIPES = ("gadms", "irra")
 DEFAULT_GASS_LAYERS = 8
 
 
+def gass_layer_count(layers: int | None, text_layers: int, name: str = "gass_layers") -> int:
+    """The number of last text layers GASS uses in a tower of `text_layers` layers: `layers`, or for `None`
+    [`DEFAULT_GASS_LAYERS`] (all layers of a shallower tower); a `ValueError` naming `name` when out of range."""
+    count = min(DEFAULT_GASS_LAYERS, text_layers) if layers is None else int(layers)
+    if not 1 <= count <= text_layers:
+        raise ValueError(f"{name} must lie in [1, {text_layers}] (the text layers), got {count}")
+    return count
+
+
 def image_size_hw(image_size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
     """Return `(height, width)` for an `image_size` given as an int (square) or a `[height, width]` pair."""
     if isinstance(image_size, int):
@@ -283,10 +292,7 @@ class GADMSObjectiveConfig:
 
     def num_gass_layers(self, text_layers: int) -> int:
         """The number of text layers GASS uses in a tower of `text_layers` layers (checked)."""
-        layers = self.gass_layers if self.gass_layers is not None else min(DEFAULT_GASS_LAYERS, text_layers)
-        if not 1 <= layers <= text_layers:
-            raise ValueError(f"gass_layers must lie in [1, {text_layers}] (the text layers), got {layers}")
-        return int(layers)
+        return gass_layer_count(self.gass_layers, text_layers)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a plain dict (YAML / JSON friendly)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .configuration_gadms import DEFAULT_GASS_LAYERS
+from .configuration_gadms import gass_layer_count
 from .masking import first_eos_position
 from .transformers_compat import causal_bias, clip_encoder_layer_forward
 
@@ -126,10 +126,7 @@ def gass_scores(
         raise ValueError(f"unknown GASS variant {variant!r}; choose 'paper' or 'released'")
     text_model = model.text_model
     layers = text_model.encoder.layers
-    if num_layers is None:
-        num_layers = min(DEFAULT_GASS_LAYERS, len(layers))
-    if not 1 <= num_layers <= len(layers):
-        raise ValueError(f"num_layers must lie in [1, {len(layers)}], got {num_layers}")
+    num_layers = gass_layer_count(num_layers, len(layers), name="num_layers")
     eos = eos_positions(input_ids, config.text_config.eos_token_id)
     batch, positions = input_ids.shape
     heads = layers[0].self_attn.num_heads if variant == "paper" else 1

@@ -144,6 +144,11 @@ class ScoreBank:
         rows = self._check_indices(indices)
         return self.scores.index_select(0, rows).to(device=device, dtype=torch.float32)
 
+    def pad(self, scores: torch.Tensor) -> torch.Tensor:
+        """Scores of captions padded to fewer positions than the bank's (`text_padding: longest`), extended
+        with zeros to `seq_len`, as `update` takes them (positions past a caption's own score 0 anyway)."""
+        return torch.nn.functional.pad(scores.detach().float(), (0, self.seq_len - scores.shape[-1]))
+
     @torch.no_grad()
     def update(self, indices: torch.Tensor, scores: torch.Tensor) -> None:
         """Store new scores [len(indices), seq_len] for the given samples.

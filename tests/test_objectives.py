@@ -92,7 +92,7 @@ def test_irra_loss_terms(model):
 def _bank_step(model, bank, index, **batch):
     """One step as the trainer runs it: read the previous scores, forward, store the new ones."""
     out = model(**batch, token_scores=bank.get(index))
-    bank.update(index, torch.nn.functional.pad(out.token_scores, (0, bank.seq_len - out.token_scores.shape[1])))
+    bank.update(index, bank.pad(out.token_scores))
     return out
 
 

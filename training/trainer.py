@@ -260,8 +260,7 @@ class Trainer:
         `(index, scores)` of all and apply the same update, so that their banks stay identical."""
         if self.score_bank is None or token_scores is None:
             return
-        length = token_scores.shape[1]  # captions may be padded to the batch's longest, not to the bank's 77
-        scores = torch.nn.functional.pad(token_scores.detach().float(), (0, self.score_bank.seq_len - length))
+        scores = self.score_bank.pad(token_scores)  # captions may be padded to the batch's longest, not to 77
         indices = all_gather_variable(sample_index.to(scores.device))
         scores = all_gather_variable(scores)
         self.score_bank.update(indices.cpu(), scores)
