@@ -42,6 +42,7 @@ __all__ = [
     "load_model_and_processor",
     "model_device",
     "open_image",
+    "readable_split",
 ]
 
 #: ``--precision`` choices and the autocast dtype they stand for (``fp32``: no autocast).
@@ -190,6 +191,19 @@ def image_label(item: ImageLike, index: int) -> str:
     if isinstance(item, dict) and item.get("path"):
         return str(item["path"])
     return f"#{index}"
+
+
+def readable_split(
+    gallery_ids: Sequence[Any], captions: Sequence[str], query_ids: Sequence[Any], unreadable: Sequence[tuple]
+) -> tuple[list, list[str], list]:
+    """What a split's metrics can cover once the `unreadable` gallery images (`(index, reason)`, as
+    :func:`embed_images` reports them) are left out: the ids of the readable images, and the captions and ids of
+    the queries whose person still has one (the protocol needs a positive for every query)."""
+    skipped_rows = {index for index, _ in unreadable}
+    kept_gallery = [pid for index, pid in enumerate(gallery_ids) if index not in skipped_rows]
+    present = set(kept_gallery)
+    kept = [(caption, pid) for caption, pid in zip(captions, query_ids) if pid in present]
+    return kept_gallery, [caption for caption, _ in kept], [pid for _, pid in kept]
 
 
 def _tokenize(processor: Any, texts: list[str]) -> dict[str, torch.Tensor]:

@@ -47,6 +47,7 @@ from evaluation.embedding import (  # noqa: E402
     embed_images,
     embed_texts,
     load_model_and_processor,
+    readable_split,
 )
 from evaluation.metrics import bidirectional_retrieval_metrics  # noqa: E402
 
@@ -209,34 +210,32 @@ def evaluate_benchmark(
         model, processor, files, batch_size=args.batch_size, precision=args.precision,
         num_workers=args.num_workers, progress=progress, desc=f"{spec.name} images", skipped=unreadable,
     )  # fmt: skip
-    skipped_rows = {index for index, _ in unreadable}
-    gallery_ids = [pid for index, pid in enumerate(view.gallery_ids) if index not in skipped_rows]
+    gallery_ids, captions, query_ids = readable_split(view.gallery_ids, view.captions, view.query_ids,
+                                                      unreadable)
     if not gallery_ids:
         raise EvaluationInputError(f"{spec.name} {_split_name(args.split)}: none of its {len(files)} images "
                                    f"could be read (e.g. {files[0]}: {unreadable[0][1]})")  # fmt: skip
-    present = set(gallery_ids)
-    kept = [(caption, pid) for caption, pid in zip(view.captions, view.query_ids) if pid in present]
-    skipped_captions = view.queries.num_rows - len(kept)
+    skipped_captions = view.queries.num_rows - len(query_ids)
     if unreadable:
         logger.warning(
             "%s: skipped %d unreadable image(s) of %d and %d caption(s) of persons left without an image",
             spec.name, len(unreadable), len(files), skipped_captions,
         )  # fmt: skip
     text_embeds = embed_texts(
-        model, processor, [caption for caption, _ in kept],
+        model, processor, captions,
         batch_size=args.text_batch_size or 4 * args.batch_size, precision=args.precision, progress=progress,
         desc=f"{spec.name} captions",
     )  # fmt: skip
     metrics = bidirectional_retrieval_metrics(
-        text_embeds.to(device), image_embeds.to(device), [pid for _, pid in kept], gallery_ids, args.ks
+        text_embeds.to(device), image_embeds.to(device), query_ids, gallery_ids, args.ks
     )
     return {
         "name": spec.name,
         "split": _split_name(args.split),
         "data_root": str(root),
         "num_images": len(gallery_ids),
-        "num_captions": len(kept),
-        "num_identities": len(present),
+        "num_captions": len(query_ids),
+        "num_identities": len(set(gallery_ids)),
         **metrics,
         "skipped_images": len(unreadable),
         "skipped_captions": skipped_captions,

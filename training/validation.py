@@ -8,7 +8,7 @@ from pathlib import Path
 import datasets
 
 from evaluation import RetrievalSplit, embed_images, embed_texts, retrieval_metrics
-from evaluation.embedding import image_label
+from evaluation.embedding import image_label, readable_split
 
 logger = logging.getLogger(__name__)
 
@@ -48,26 +48,23 @@ def evaluate_split(model, processor, split: RetrievalSplit, batch_size: int = 25
     unreadable: list[tuple[int, str]] = []
     gallery = embed_images(model, processor, undecoded, batch_size=batch_size, progress=progress,
                            skipped=unreadable)
-    skipped_rows = {index for index, _ in unreadable}
-    gallery_ids = [pid for index, pid in enumerate(split.gallery_ids) if index not in skipped_rows]
+    gallery_ids, captions, query_ids = readable_split(split.gallery_ids, split.captions, split.query_ids,
+                                                      unreadable)
     if not gallery_ids:
         example = f" (e.g. {image_label(undecoded[0], 0)}: {unreadable[0][1]})" if unreadable else ""
         raise ValueError(f"none of the {len(undecoded)} gallery image(s) of the split could be read{example}")
-    present = set(gallery_ids)
-    kept_queries = [(caption, pid) for caption, pid in zip(split.captions, split.query_ids) if pid in present]
+    skipped_queries = len(split.query_ids) - len(query_ids)
     if unreadable:
         logger.warning("evaluation skipped %d unreadable gallery image(s) of %d and the %d caption(s) of "
-                       "persons left without an image", len(unreadable), len(undecoded),
-                       len(split.query_ids) - len(kept_queries))
-    captions = [caption for caption, _ in kept_queries]
+                       "persons left without an image", len(unreadable), len(undecoded), skipped_queries)
     queries = embed_texts(model, processor, captions, batch_size=batch_size, progress=progress)
-    metrics = retrieval_metrics(queries, gallery, [pid for _, pid in kept_queries], gallery_ids)
+    metrics = retrieval_metrics(queries, gallery, query_ids, gallery_ids)
     return {
         **metrics,
         "num_images": len(gallery_ids),
-        "num_queries": len(kept_queries),
+        "num_queries": len(query_ids),
         "skipped_images": len(unreadable),
-        "skipped_queries": len(split.query_ids) - len(kept_queries),
+        "skipped_queries": skipped_queries,
         "skipped_files": [f"{image_label(undecoded[i], i)}: {reason}" for i, reason in unreadable],
     }
 
