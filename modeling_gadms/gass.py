@@ -9,10 +9,12 @@ Implements docs/method.md section 3, both formulations:
 - `"released"`: the authors' code, for reproduction: the last `L` layers re-run as single-head attention,
   pooling and normalisation over all (padded) positions, layers summed, batch-wide min-max.
 
-The first `text_layers - L` layers run without autograd; the last `L` run with a graph from a detached input,
-and one `torch.autograd.grad` call returns all layers' gradients. Only the attention outputs are asked for,
-so no gradient reaches the weights. The EOS attention row is computed from the queries and keys, so the
-model's own attention implementation (sdpa by default) is untouched.
+All text layers run once without autograd, keeping each GASS layer's queries, keys, values and attention
+output. The gradients need no backward pass through every position: under causal attention the attention output
+at EOS reaches the text feature through the EOS row alone, so a graph over the EOS rows of the last `L` layers
+(the other positions' keys and values as constants) and one `torch.autograd.grad` call give all layers' exact
+gradients at a small fraction of a text backward pass. Only the attention outputs are asked for, so no gradient
+reaches the weights. The model's own attention implementation (sdpa by default) is untouched.
 """
 
 from __future__ import annotations
@@ -132,25 +134,22 @@ def gass_scores(
     heads = layers[0].self_attn.num_heads if variant == "paper" else 1
     rows = torch.arange(batch, device=input_ids.device)
 
-    with torch.no_grad():
+    with torch.no_grad():  # every position's q, k, v and attention output: no graph
         hidden = text_model.embeddings(input_ids=input_ids)
         bias = causal_bias(positions, hidden.dtype, hidden.device)
         for layer in layers[: len(layers) - num_layers]:
             hidden = layer(hidden, bias)
-    hidden = hidden.detach().requires_grad_(True)  # a graph even when the weights are frozen
-    saved = []
-    with torch.enable_grad():
+        saved, layer_inputs = [], []
         for layer in layers[len(layers) - num_layers:]:
+            layer_inputs.append(hidden[rows, eos])
             hidden, q, k, v, o = clip_encoder_layer_forward(layer, hidden, heads)
-            saved.append((q.detach(), k.detach(), v.detach(), o))
-        text = model.text_projection(text_model.final_layer_norm(hidden)[rows, eos])
-        similarity = F.cosine_similarity(text, image_embeds.detach().to(text.dtype), dim=-1).sum()
-        grads = torch.autograd.grad(similarity, [o for *_, o in saved])
+            saved.append((q, k, v, o))
+    grads = _eos_gradients(model, layers[len(layers) - num_layers:], saved, layer_inputs[0], eos, heads, image_embeds)
     dtype = torch.promote_types(saved[0][0].dtype, torch.float32)  # scores in float32 (or float64) under AMP
     q = torch.stack([s[0] for s in saved]).to(dtype)
     k = torch.stack([s[1] for s in saved]).to(dtype)
     v = torch.stack([s[2] for s in saved]).to(dtype)
-    g = torch.stack([grad[rows, eos] for grad in grads]).to(dtype)  # (layers, batch, width)
+    g = torch.stack(grads).to(dtype)  # (layers, batch, width)
     attention = _eos_attention(q, k, eos, heads)  # (layers, batch, positions)
 
     index = torch.arange(positions, device=input_ids.device).view(1, -1)
@@ -182,6 +181,47 @@ def gass_scores(
     if high == low:  # the released formula has no epsilon; an all-equal batch scores 0
         return torch.zeros_like(evidence)
     return (evidence - low) / (high - low)
+
+
+def _eos_gradients(model, layers, saved, eos_input, eos, heads, image_embeds) -> list[torch.Tensor]:
+    """`dSIM / d o^l` at each caption's EOS position for each of `layers`, `(batch, width)` each.
+
+    Under causal attention only the EOS position's own row carries the attention output at EOS forward to the
+    text feature: positions before EOS never see it, positions after it are never read. So the graph is built
+    over the EOS rows alone (the other positions' keys and values are the constants of the gradient-free pass in
+    `saved`): the same gradients as a backward pass through every position, for the cost of one row.
+    """
+    rows = torch.arange(eos.shape[0], device=eos.device)
+    after_eos = torch.arange(saved[0][1].shape[1], device=eos.device).view(1, 1, -1) > eos.view(-1, 1, 1)
+    outputs = []
+    with torch.enable_grad():
+        hidden = eos_input  # (batch, width): the EOS row entering the first GASS layer, a constant
+        for index, (layer, (_, k, v, o)) in enumerate(zip(layers, saved)):
+            attn = layer.self_attn
+            if index == 0:
+                out = o[rows, eos].detach().requires_grad_(True)  # a graph even when the weights are frozen
+            else:  # the EOS row of this layer, from the previous layer's EOS row (graph) and constant K, V elsewhere
+                normed = layer.layer_norm1(hidden)
+                keys = k.index_put((rows, eos), attn.k_proj(normed))
+                values = v.index_put((rows, eos), attn.v_proj(normed))
+                out = _row_attention(attn.q_proj(normed), keys, values, after_eos, heads)
+            outputs.append(out)
+            hidden = hidden + attn.out_proj(out)
+            hidden = hidden + layer.mlp(layer.layer_norm2(hidden))
+        text = model.text_projection(model.text_model.final_layer_norm(hidden))
+        similarity = F.cosine_similarity(text, image_embeds.detach().to(text.dtype), dim=-1).sum()
+        return list(torch.autograd.grad(similarity, outputs))
+
+
+def _row_attention(query, keys, values, masked, heads: int) -> torch.Tensor:
+    """Multi-head attention of one query row per caption: `query (batch, width)` over `keys, values
+    (batch, positions, width)`, positions where `masked (batch, 1, positions)` left out; `(batch, width)`."""
+    batch, positions, width = keys.shape
+    head_dim = width // heads
+    q = query.view(batch, heads, 1, head_dim)
+    k = keys.view(batch, positions, heads, head_dim).transpose(1, 2)
+    weights = (q @ k.transpose(-1, -2) / head_dim**0.5).masked_fill(masked.unsqueeze(1), float("-inf")).softmax(-1)
+    return (weights @ values.view(batch, positions, heads, head_dim).transpose(1, 2)).reshape(batch, width)
 
 
 __all__ = ["eos_positions", "gass_scores", "multi_scale_pool"]
