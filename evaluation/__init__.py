@@ -5,6 +5,8 @@
 - :mod:`evaluation.benchmarks`: CUHK-PEDES, ICFG-PEDES, RSTPReid and UFine6926 as ``datasets`` objects.
 - :mod:`evaluation.embedding`: embed images / captions with any model exposing ``get_image_features`` /
   ``get_text_features`` and its processor, batched.
+- :mod:`evaluation.noise_tokens`: the noise-token AUC, whether token scores (GASS, occlusion) rank a caption's
+  noise tokens below its clean ones, on data that records clean captions.
 - ``python evaluation/evaluate_retrieval.py --help``: the evaluation command line.
 - ``evaluate.load("evaluation/metrics/person_retrieval")``: the same metric as an ``evaluate`` module.
 
@@ -38,6 +40,11 @@ _LAZY = {
     "embed_images": "embedding",
     "embed_texts": "embedding",
     "open_image": "embedding",
+    "NoiseTokenAUC": "noise_tokens",
+    "noise_token_auc": "noise_tokens",
+    "noise_token_auc_of": "noise_tokens",
+    "noise_token_auc_on_split": "noise_tokens",
+    "noise_token_labels": "noise_tokens",
 }
 
 __all__ = [

@@ -46,6 +46,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "released": {"gass_variant": "released", "mtp_loss_weight": 0.3},
 }
 RECIPES = ("gadms", "irra")
+MASK_SCORES = ("gass", "shuffled")
 #: GASS uses the last 8 text layers of 12 (the paper); a shallower tower uses all of its layers.
 DEFAULT_GASS_LAYERS = 8
 
@@ -226,6 +227,10 @@ class GADMSObjectiveConfig:
         gass_layers (`int`, *optional*): GASS uses the last `gass_layers` text layers; `None` is 8 (the paper's
             choice for a 12-layer tower), or every layer of a shallower tower.
         gass_scales (`tuple[int]`, `(1, 2)`): window sizes of the multi-scale pooling of GASS.
+        mask_scores (`str`, `"gass"`): what drives the dual masking: `"gass"` (each sample's scores of its previous
+            visit, the method) or `"shuffled"` (the same scores shuffled among each caption's ordinary tokens at
+            every visit: the same masking rates with no information on which token is which; the ablation that
+            isolates what GASS adds, docs/method.md section 13).
         mask_alpha_noise (0.2), mask_alpha_informative (0.3): maximum masking probability of the noise view and
             of the informative (MTP) view.
         mask_lambda (20), mask_gamma_noise (0.9), mask_gamma_informative (0.1): steepness and centres of the two
@@ -242,6 +247,7 @@ class GADMSObjectiveConfig:
     gass_variant: str = "paper"
     gass_layers: int | None = None
     gass_scales: tuple[int, ...] = (1, 2)
+    mask_scores: str = "gass"
     mask_alpha_noise: float = 0.2
     mask_alpha_informative: float = 0.3
     mask_lambda: float = 20.0
@@ -262,6 +268,8 @@ class GADMSObjectiveConfig:
             raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
         if self.gass_variant not in GASS_VARIANTS:
             raise ValueError(f"gass_variant must be one of {GASS_VARIANTS}, got {self.gass_variant!r}")
+        if self.mask_scores not in MASK_SCORES:
+            raise ValueError(f"mask_scores must be one of {MASK_SCORES}, got {self.mask_scores!r}")
         if self.gass_layers is not None and int(self.gass_layers) < 1:
             raise ValueError(f"gass_layers must be >= 1 (or None for the default), got {self.gass_layers}")
         if not self.gass_scales or any(s < 1 for s in self.gass_scales):

@@ -198,6 +198,22 @@ class DualMaskingOutput:
     eligible: torch.Tensor
 
 
+def shuffle_scores(scores: torch.Tensor, eligible: torch.Tensor,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each row's scores at its `eligible` positions in a uniformly random order (other positions unchanged):
+    the same values, so the same masking rates, with no information on which token is which. The `"shuffled"`
+    `mask_scores` of the objective (the random-scores ablation, docs/method.md section 13)."""
+    if scores.shape != eligible.shape:
+        raise ValueError(f"scores {tuple(scores.shape)} and eligible {tuple(eligible.shape)} must have the same shape")
+    eligible = eligible.to(scores.device).bool()
+    positions = torch.arange(scores.shape[1], device=scores.device, dtype=torch.float64).expand(scores.shape)
+    keys = _uniform(scores.shape, scores.device, generator).double()
+    # eligible positions first in both orders (random, then ascending), the others after them in ascending order
+    source = torch.where(eligible, keys, 2.0 + positions).argsort(dim=1, stable=True)
+    target = torch.where(eligible, positions, scores.shape[1] + positions).argsort(dim=1, stable=True)
+    return scores.clone().scatter_(1, target, scores.gather(1, source))
+
+
 def dual_masking(
     input_ids: torch.Tensor,
     scores: torch.Tensor,
@@ -215,6 +231,9 @@ def dual_masking(
     Chosen tokens are corrupted BERT-style (`mask_replace_prob` mask token, `mask_random_prob`
     random ordinary token, otherwise unchanged). A caption whose MTP view got no target but has an ordinary token
     gets its first ordinary token as the one target, so the MTP loss always has a target per such caption.
+
+    With `settings.mask_scores == "shuffled"` each caption's scores are first shuffled among its ordinary tokens
+    ([`shuffle_scores`], one uniform draw per position before the others).
 
     Draw order (for reproducibility with a seeded generator): noise choice, MTP choice, noise replacement
     (uniform then random ids), MTP replacement (uniform then random ids).
@@ -235,6 +254,8 @@ def dual_masking(
     mask_token_id = int(config.mask_token_id)
     eligible = ordinary_token_mask(input_ids, _eos_token_id(config), mask_token_id)
     scores = scores.to(device=device, dtype=torch.float32)
+    if getattr(settings, "mask_scores", "gass") == "shuffled":
+        scores = shuffle_scores(scores, eligible, generator)
 
     p_noise = noise_mask_probability(scores, settings.mask_alpha_noise, settings.mask_lambda,
                                      settings.mask_gamma_noise)
@@ -335,4 +356,5 @@ __all__ = [
     "ordinary_token_mask",
     "random_mlm_masking",
     "replace_tokens",
+    "shuffle_scores",
 ]

@@ -1,0 +1,228 @@
+"""Do token scores find the noise in captions? The noise-token AUC (docs/method.md section 13).
+
+A data set that keeps each caption's clean version next to the published (noisy) one, as the synthetic person
+set does (`caption1_clean`, `caption2_clean`), tells exactly which tokens are noise: the tokens of the noisy
+caption that a token-level diff does not match to the clean caption (an inserted sentence, filler words, a
+replaced colour). A token score that means "how much this token matters" should rank the caption's clean tokens
+above its noise tokens. Per caption,
+
+    AUC = P(score of a clean token > score of a noise token)   (ties count one half),
+
+over its ordinary tokens (not start, end or padding), averaged over the captions that have both kinds. 0.5 is
+chance; 1 ranks every noise token below every clean token.
+
+Scores come from GASS (`gass-paper`, `gass-released`: docs/method.md section 3) or from leave-one-token-out
+occlusion (`occlusion`: how much the caption's cosine with its own image drops without the token), the
+reference for what the model itself knows.
+
+```python
+>>> from evaluation import noise_token_auc_of
+>>> result = noise_token_auc_of(model, processor, images, captions, clean_captions, method="gass-paper")
+>>> result.auc, result.captions
+```
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+__all__ = [
+    "METHODS",
+    "NoiseTokenAUC",
+    "noise_token_auc",
+    "noise_token_auc_of",
+    "noise_token_auc_on_split",
+    "noise_token_labels",
+    "occlusion_scores",
+]
+
+METHODS = ("gass-paper", "gass-released", "occlusion")
+
+
+def noise_token_labels(noisy_ids: Sequence[int], clean_ids: Sequence[int]) -> list[bool]:
+    """For each position of `noisy_ids`, whether it is noise: not matched to `clean_ids` by a token-level diff
+    (`difflib.SequenceMatcher` without its junk heuristic)."""
+    noisy_ids, clean_ids = list(noisy_ids), list(clean_ids)
+    noise = [True] * len(noisy_ids)
+    matcher = difflib.SequenceMatcher(None, clean_ids, noisy_ids, autojunk=False)
+    for block in matcher.get_matching_blocks():
+        for position in range(block.b, block.b + block.size):
+            noise[position] = False
+    return noise
+
+
+def noise_token_auc(scores: Sequence[float] | torch.Tensor, noise: Sequence[bool] | torch.Tensor,
+                    valid: Sequence[bool] | torch.Tensor | None = None) -> float | None:
+    """AUC of one caption: the probability that a clean token scores above a noise token (ties count 1/2).
+
+    Args:
+        scores: one score per position.
+        noise: `True` where the position is a noise token.
+        valid: the positions that count (default: all); start, end and padding positions should be left out.
+
+    Returns:
+        The AUC, or `None` when the caption has no noise token or no clean token among the valid positions.
+    """
+    scores = torch.as_tensor(scores, dtype=torch.float64).flatten()
+    noise = torch.as_tensor(noise, dtype=torch.bool).flatten()
+    valid = torch.ones_like(noise) if valid is None else torch.as_tensor(valid, dtype=torch.bool).flatten()
+    if not scores.shape == noise.shape == valid.shape:
+        raise ValueError(f"scores, noise and valid must have one entry per position, got shapes "
+                         f"{tuple(scores.shape)}, {tuple(noise.shape)}, {tuple(valid.shape)}")
+    noisy, clean = scores[noise & valid], scores[~noise & valid]
+    if not len(noisy) or not len(clean):
+        return None
+    above = (clean.view(-1, 1) > noisy.view(1, -1)).double()
+    ties = (clean.view(-1, 1) == noisy.view(1, -1)).double()
+    return float((above + 0.5 * ties).mean())
+
+
+@dataclass
+class NoiseTokenAUC:
+    """Result of [`noise_token_auc_of`].
+
+    Attributes:
+        auc: mean AUC over the captions that have both noise and clean tokens (`nan` when none has).
+        per_caption: each caption's AUC (`None` for a caption without noise or clean tokens).
+        method: the token scores used (`gass-paper`, `gass-released` or `occlusion`).
+        noise_tokens, clean_tokens: how many ordinary tokens of each kind were ranked.
+    """
+
+    auc: float
+    per_caption: list[float | None] = field(default_factory=list)
+    method: str = "gass-paper"
+    noise_tokens: int = 0
+    clean_tokens: int = 0
+
+    @property
+    def captions(self) -> int:
+        """Number of captions that entered the mean."""
+        return sum(value is not None for value in self.per_caption)
+
+
+def _encoder(model):
+    """The dual encoder of a `GADMSModel` or of a `GADMSForPreTraining` (its `.gadms`)."""
+    return getattr(model, "gadms", model)
+
+
+def _tokenize(processor, texts: Sequence[str]) -> list[list[int]]:
+    tokenizer = getattr(processor, "tokenizer", processor)
+    return tokenizer(list(texts), padding=False, truncation=True, max_length=tokenizer.model_max_length)["input_ids"]
+
+
+def _pad(rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(row) for row in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def occlusion_scores(model, input_ids: Sequence[int], image_embeds: torch.Tensor) -> torch.Tensor:
+    """Leave-one-token-out scores of one caption: for each ordinary position `j` (not the first or last token),
+    the cosine of the caption with its image minus the cosine of the caption without token `j`; 0 at the first
+    and last positions.
+
+    Args:
+        model: a `GADMSModel` (or anything with `get_text_features(input_ids, attention_mask, normalize=True)`).
+        input_ids: one tokenized caption, start to end token, no padding.
+        image_embeds: `(projection_dim,)` the caption's image feature.
+    """
+    ids = list(input_ids)
+    variants = [ids] + [ids[:j] + ids[j + 1:] for j in range(1, len(ids) - 1)]
+    tokens, mask = _pad(variants)
+    with torch.no_grad():
+        text = model.get_text_features(tokens, mask, normalize=True)
+        cosine = text @ torch.nn.functional.normalize(image_embeds.to(text.dtype), dim=-1)
+    scores = torch.zeros(len(ids), dtype=torch.float64)
+    scores[1: len(ids) - 1] = (cosine[0] - cosine[1:]).double()
+    return scores
+
+
+def noise_token_auc_of(model, processor, images: Sequence[Any], texts: Sequence[str], clean_texts: Sequence[str],
+                       method: str = "gass-paper", batch_size: int = 64, gass_layers: int | None = None,
+                       gass_scales: Sequence[int] = (1, 2)) -> NoiseTokenAUC:
+    """The noise-token AUC of `model`'s token scores on captions whose clean versions are known.
+
+    Args:
+        model: a `GADMSModel` or `GADMSForPreTraining` (its dual encoder is used, in eval mode; no weight changes).
+        processor: its `GADMSProcessor` (the tokenizer decides what a token is).
+        images: each caption's own image (PIL images or arrays), one per caption.
+        texts: the captions as published (with noise).
+        clean_texts: the same captions before noise. A caption equal to its clean version has no noise token and
+            does not enter the mean.
+        method: `"gass-paper"`, `"gass-released"` (GASS variants) or `"occlusion"` (leave-one-token-out).
+        batch_size: captions per forward pass.
+        gass_layers, gass_scales: GASS settings (default: as in training: 8 layers, or all of a shallower tower).
+
+    Returns:
+        A [`NoiseTokenAUC`].
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if not len(images) == len(texts) == len(clean_texts):
+        raise ValueError(f"images, texts and clean_texts must be aligned, got {len(images)}, {len(texts)} and "
+                         f"{len(clean_texts)} items")
+    encoder = _encoder(model)
+    was_training = encoder.training
+    encoder.eval()
+    noisy_ids, clean_ids = _tokenize(processor, texts), _tokenize(processor, clean_texts)
+    result = NoiseTokenAUC(auc=float("nan"), method=method)
+    try:
+        for start in range(0, len(texts), batch_size):
+            stop = min(start + batch_size, len(texts))
+            rows = noisy_ids[start:stop]
+            pixel_values = processor(images=list(images[start:stop]))["pixel_values"]
+            with torch.no_grad():
+                image_embeds = encoder.get_image_features(pixel_values)
+            if method == "occlusion":
+                batch_scores = [occlusion_scores(encoder, row, image_embeds[i]) for i, row in enumerate(rows)]
+            else:
+                ids, _ = _pad(rows)
+                scores = encoder.compute_token_scores(ids, pixel_values, variant=method.split("-", 1)[1],
+                                                      num_layers=gass_layers, scales=tuple(gass_scales))
+                batch_scores = [scores[i, : len(row)] for i, row in enumerate(rows)]
+            for offset, (row, scores) in enumerate(zip(rows, batch_scores)):
+                noise = noise_token_labels(row, clean_ids[start + offset])
+                valid = [0 < j < len(row) - 1 for j in range(len(row))]
+                result.per_caption.append(noise_token_auc(scores, noise, valid))
+                if result.per_caption[-1] is not None:
+                    result.noise_tokens += sum(n and v for n, v in zip(noise, valid))
+                    result.clean_tokens += sum(not n and v for n, v in zip(noise, valid))
+    finally:
+        encoder.train(was_training)
+    values = [value for value in result.per_caption if value is not None]
+    if values:
+        result.auc = sum(values) / len(values)
+    return result
+
+
+def noise_token_auc_on_split(model, processor, table, method: str = "gass-paper", **kwargs) -> NoiseTokenAUC:
+    """[`noise_token_auc_of`] over the noisy captions of a split in the WebPerson layout with clean captions
+    (`image`, `caption1`, `caption2`, `caption1_clean`, `caption2_clean`; a `datasets.Dataset` or a list of
+    records), e.g. a split of the synthetic person set.
+
+    Raises:
+        ValueError: when the split does not record clean captions.
+    """
+    columns = getattr(table, "column_names", None) or (list(table[0]) if len(table) else [])
+    missing = [c for c in ("image", "caption1", "caption2", "caption1_clean", "caption2_clean") if c not in columns]
+    if missing:
+        raise ValueError(f"the split has no {', '.join(missing)} column(s): the noise-token AUC needs each caption's "
+                         "clean version (the synthetic person set records it)")
+    images, texts, clean = [], [], []
+    records = table.select_columns(["image", "caption1", "caption2", "caption1_clean", "caption2_clean"]) \
+        if hasattr(table, "select_columns") else table
+    for record in records:
+        for key in ("caption1", "caption2"):
+            if record[key] != record[f"{key}_clean"]:
+                images.append(record["image"])
+                texts.append(record[key])
+                clean.append(record[f"{key}_clean"])
+    return noise_token_auc_of(model, processor, images, texts, clean, method=method, **kwargs)
