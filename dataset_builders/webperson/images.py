@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -69,6 +70,15 @@ def open_crop(data: bytes) -> Image.Image:
     return to_rgb(Image.open(io.BytesIO(data)))
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
+
+
+def _stable(message: str) -> str:
+    """``message`` without object addresses (``<_io.BytesIO object at 0x7f...>``), so a rerun records
+    the same rejection details."""
+    return _ADDRESS.sub(">", message)
+
+
 def decode_rgb(data: bytes | None, limits: ImageLimits = ImageLimits()) -> tuple[Image.Image, str]:
     """Decode ``data`` into an RGB picture (EXIF orientation applied) and return it with the file's
     original mode (``"RGB"``, ``"CMYK"``, ``"RGBA"``, ...).
@@ -96,9 +106,9 @@ def decode_rgb(data: bytes | None, limits: ImageLimits = ImageLimits()) -> tuple
     except OSError as error:
         message = str(error)
         reason = "truncated" if "truncated" in message or "broken data stream" in message else "undecodable"
-        raise BadImage(reason, message) from None
+        raise BadImage(reason, _stable(message)) from None
     except Exception as error:  # PIL raises many types on malformed files (SyntaxError, ValueError, ...)
-        raise BadImage("undecodable", f"{type(error).__name__}: {error}") from None
+        raise BadImage("undecodable", _stable(f"{type(error).__name__}: {error}")) from None
     try:
         if image.getexif().get(0x0112, 1) != 1:  # exif_transpose copies even when nothing is to do
             image = ImageOps.exif_transpose(image)
@@ -138,7 +148,7 @@ def probe_image(data: bytes | None, limits: ImageLimits = ImageLimits()) -> tupl
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise BadImage("too_large", str(error)) from None
     except Exception as error:
-        raise BadImage("undecodable", f"{type(error).__name__}: {error}") from None
+        raise BadImage("undecodable", _stable(f"{type(error).__name__}: {error}")) from None
     if width * height > limits.max_pixels:
         raise BadImage("too_large", f"{width}x{height} pixels > max_pixels {limits.max_pixels}")
     if orientation in _ROTATED:
