@@ -25,6 +25,11 @@ from dataset_builders.webperson.settings import option, settings_dict
 from dataset_builders.webperson.shards import ShardSelection
 
 STAGE = {"max_shards": None, "no_progress": False, "shard": ShardSelection(0, 1), "work": Path("W")}
+#: the engine options of the stages that run on Ray (model stages also have --ray-actors)
+ENGINE = {"engine": "local", "ray_address": None, "ray_max_retries": 3, "ray_num_cpus": 1.0, "ray_num_gpus": 0.0}
+MODEL_ENGINE = {**ENGINE, "ray_actors": None}
+ENGINE_OPTIONS = ["--engine", "--ray-address", "--ray-num-gpus", "--ray-num-cpus"]
+MODEL_ENGINE_OPTIONS = [*ENGINE_OPTIONS, "--ray-actors", "--ray-max-retries"]
 
 #: subcommand -> (its options in --help order, a shortest command line, the namespace that line gives)
 COMMAND_LINES = {
@@ -38,33 +43,34 @@ COMMAND_LINES = {
          "split": "train", "timeout": 10.0, "url_column": "url", "verify": False, "workers": 8},
     ),
     "detect": (
-        ["--work", "--shard", "--max-shards", "--no-progress", "--retry-errors", "--detector",
+        ["--work", "--shard", "--max-shards", "--no-progress", "--retry-errors", *MODEL_ENGINE_OPTIONS, "--detector",
          "--min-short-side", "--min-aspect", "--max-aspect", "--min-score", "--labels", "--max-per-image",
          "--batch-size", "--jpeg-quality"],
         "detect --work W",
-        {**STAGE, "batch_size": 16, "detector": "transformers=PekingU/rtdetr_r50vd_coco_o365",
+        {**STAGE, **MODEL_ENGINE, "batch_size": 16, "detector": "transformers=PekingU/rtdetr_r50vd_coco_o365",
          "jpeg_quality": 95, "labels": ["person"], "max_aspect": 0.5, "max_per_image": 0, "min_aspect": 0.25,
          "min_score": 0.85, "min_short_side": 90.0, "retry_errors": False},
     ),
     "pose": (
-        ["--work", "--shard", "--max-shards", "--no-progress", "--retry-errors", "--pose-model",
+        ["--work", "--shard", "--max-shards", "--no-progress", "--retry-errors", *MODEL_ENGINE_OPTIONS, "--pose-model",
          "--visibility", "--min-visible", "--min-hips", "--min-head", "--batch-size"],
         "pose --work W",
-        {**STAGE, "batch_size": 32, "min_head": 2, "min_hips": 1, "min_visible": 8,
+        {**STAGE, **MODEL_ENGINE, "batch_size": 32, "min_head": 2, "min_hips": 1, "min_visible": 8,
          "pose_model": "transformers=usyd-community/vitpose-base-simple", "retry_errors": False,
          "visibility": 0.5},
     ),
     "caption": (
-        ["--work", "--shard", "--max-shards", "--no-progress", "--retry-errors", "--captioner", "--templates",
+        ["--work", "--shard", "--max-shards", "--no-progress", "--retry-errors", *MODEL_ENGINE_OPTIONS, "--captioner", "--templates",
          "--seed", "--max-words", "--batch-size", "--from"],
         "caption --work W --captioner openai=a,base_url=http://h/v1",
-        {**STAGE, "batch_size": 64, "captioner": ["openai=a,base_url=http://h/v1"], "from_stage": "pose",
+        {**STAGE, **MODEL_ENGINE, "batch_size": 64, "captioner": ["openai=a,base_url=http://h/v1"], "from_stage": "pose",
          "max_words": 60, "retry_errors": False, "seed": 0, "templates": "default_v1"},
     ),
     "filter": (
-        ["--work", "--shard", "--max-shards", "--no-progress", "--min-words", "--max-words"],
+        ["--work", "--shard", "--max-shards", "--no-progress", *ENGINE_OPTIONS, "--ray-max-retries", "--min-words",
+         "--max-words"],
         "filter --work W",
-        {**STAGE, "max_words": 80, "min_words": 8},
+        {**STAGE, **ENGINE, "max_words": 80, "min_words": 8},
     ),
     "export": (
         ["--work", "--out", "--from", "--name", "--license", "--shard-size", "--samples", "--seed",
@@ -109,8 +115,10 @@ FULL_LINES = [
     (
         "detect --work W --detector yolo=yolo11x.pt --min-short-side 50 --min-aspect 0.2 --max-aspect 0.6 "
         "--min-score 0.5 --labels person man --max-per-image 3 --batch-size 4 --jpeg-quality 90 "
-        "--retry-errors",
-        {"batch_size": 4, "detector": "yolo=yolo11x.pt", "jpeg_quality": 90, "labels": ["person", "man"],
+        "--retry-errors --engine ray --ray-address auto --ray-num-gpus 0.5 --ray-num-cpus 2 --ray-actors 3 "
+        "--ray-max-retries 1",
+        {"engine": "ray", "ray_address": "auto", "ray_num_gpus": 0.5, "ray_num_cpus": 2.0, "ray_actors": 3,
+         "ray_max_retries": 1, "batch_size": 4, "detector": "yolo=yolo11x.pt", "jpeg_quality": 90, "labels": ["person", "man"],
          "max_aspect": 0.6, "max_per_image": 3, "min_aspect": 0.2, "min_score": 0.5, "min_short_side": 50.0,
          "retry_errors": True},
     ),
@@ -127,8 +135,10 @@ FULL_LINES = [
          "retry_errors": True, "seed": 3, "templates": "t.json"},
     ),
     (
-        "filter --work W --min-words 3 --max-words 20 --max-shards 1",
-        {"max_shards": 1, "max_words": 20, "min_words": 3},
+        "filter --work W --min-words 3 --max-words 20 --max-shards 1 --engine ray --ray-address 10.0.0.1:6379 "
+        "--ray-num-cpus 0.5 --ray-num-gpus 1 --ray-max-retries 0",
+        {"max_shards": 1, "max_words": 20, "min_words": 3, "engine": "ray", "ray_address": "10.0.0.1:6379",
+         "ray_num_cpus": 0.5, "ray_num_gpus": 1.0, "ray_max_retries": 0},
     ),
     (
         "export --work W --out O --from caption --name N --license cc-by-4.0 --shard-size 10 --samples 0 "

@@ -18,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "BackendSpec",
+    "check_kind",
     "make_captioner",
     "make_detector",
     "make_embedder",
@@ -79,6 +80,23 @@ def _dtype(options: dict[str, Any]) -> None:
 
 def _unknown(spec: BackendSpec, what: str, kinds: tuple[str, ...]) -> ValueError:
     return ValueError(f"{what}: unknown backend {spec.kind!r}; use one of {', '.join(kinds)}")
+
+
+#: The backend kinds of each option.
+KINDS = {
+    "--detector": ("transformers", "ultralytics"),
+    "--pose-model": ("transformers", "ultralytics"),
+    "--captioner": ("transformers", "vllm", "openai"),
+    "--llm": ("openai", "transformers"),
+    "--embedder": ("clip", "sentence-transformers", "st"),
+}
+
+
+def check_kind(spec: BackendSpec, what: str) -> None:
+    """Raise the error of an unknown backend kind for option ``what`` now, before the backend is made
+    (perhaps later, in a Ray actor)."""
+    if spec.kind not in KINDS[what]:
+        raise _unknown(spec, what, tuple(k for k in KINDS[what] if k != "st"))
 
 
 def make_detector(spec: BackendSpec) -> Any:

@@ -16,7 +16,8 @@ from .stage import format_summary
 __all__ = ["build_parser", "main"]
 
 _EPILOG = """\
-stages, in order (each reads the previous one's shards in WORK, resumes after a kill, takes --shard i/n):
+stages, in order (each reads the previous one's shards in WORK, resumes after a kill, takes --shard i/n;
+detect, pose, caption and filter also run on Ray: --engine ray, see docs/distributed.md):
   ingest     source images -> WORK/ingest          (folder, WebDataset tars, parquet, datasets, URL list)
   detect     person boxes and crops -> WORK/detect (transformers RT-DETR/DETR, or ultralytics YOLO11)
   pose       COCO-17 pose check -> WORK/pose       (transformers ViTPose, or ultralytics YOLO11-pose)
@@ -36,6 +37,9 @@ example:
       --captioner openai=Qwen/Qwen2.5-VL-7B-Instruct,base_url=http://localhost:8000/v1,concurrency=64 \\
       --captioner openai=Qwen/Qwen2.5-VL-32B-Instruct,base_url=http://localhost:8001/v1,concurrency=32
   python -m dataset_builders.webperson filter --work W
+  # on a Ray cluster (ray start --head / ray start --address HEAD:6379; W shared): one actor per GPU
+  python -m dataset_builders.webperson caption --work W --engine ray --ray-address auto --ray-num-gpus 1 \\
+      --captioner vllm=Qwen/Qwen2.5-VL-7B-Instruct,max_model_len=4096
   python -m dataset_builders.webperson export --work W --out webperson --license cc-by-4.0
   python -m dataset_builders.webperson publish --folder webperson --repo ORG/webperson
 """

@@ -7,7 +7,7 @@ from typing import Any
 
 from gadms_utils.cli_types import non_negative_int, positive_int
 
-from .common import SPEC_HELP, stage_options, stage_parser
+from .common import SPEC_HELP, engine_from_args, stage_options, stage_parser
 
 __all__ = ["add_parser", "run"]
 
@@ -20,6 +20,7 @@ def add_parser(subparsers: Any) -> None:
         "two VLM captions per crop into WORK/caption",
         "Caption each crop twice: the instruction of docs/method.md section 9.5 plus a randomly drawn template.",
         retry_errors=True,
+        engine="model",
     )
     p.add_argument(
         "--captioner",
@@ -45,19 +46,24 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run ``caption``; returns the stage manifest."""
     from .. import backends, pipeline
+    from ..engines import Deferred
     from ..template_bank import load_bank
 
     if len(args.captioner) > 2:
         raise ValueError(f"--captioner: give it once or twice, got {len(args.captioner)}")
     bank = load_bank(args.templates)
-    captioners = [backends.make_captioner(backends.parse_spec(s, "--captioner")) for s in args.captioner]
-    return pipeline.run_caption(
-        args.work,
-        captioners,
-        bank,
-        seed=args.seed,
-        max_words=args.max_words,
-        batch_size=args.batch_size,
-        from_stage=args.from_stage,
-        **stage_options(args),
-    )
+    specs = [backends.parse_spec(s, "--captioner") for s in args.captioner]
+    for spec in specs:
+        backends.check_kind(spec, "--captioner")
+    with engine_from_args(args) as engine:  # the captioners are made where the shards run
+        return pipeline.run_caption(
+            args.work,
+            [Deferred(backends.make_captioner, (spec,)) for spec in specs],
+            bank,
+            seed=args.seed,
+            max_words=args.max_words,
+            batch_size=args.batch_size,
+            from_stage=args.from_stage,
+            engine=engine,
+            **stage_options(args),
+        )

@@ -1,6 +1,6 @@
 """What the WebPerson subcommands share: the stage options (``--work``, ``--shard i/n``, ``--max-shards``,
-``--no-progress``, ``--retry-errors``), the backend SPEC help, and the threshold options built from the
-settings dataclasses (:mod:`..settings`)."""
+``--no-progress``, ``--retry-errors``), the engine options (``--engine local|ray``, ``--ray-*``), the
+backend SPEC help, and the threshold options built from the settings dataclasses (:mod:`..settings`)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import argparse
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gadms_utils.cli_types import positive_int
+from gadms_utils.cli_types import non_negative_int, positive_int
 
+from ..engines import ENGINES, Engine, RayOptions, make_engine
 from ..settings import OPTION_KEY, option_fields
 from ..shards import ShardSelection, parse_shard
 
 __all__ = [
     "SPEC_HELP",
     "add_settings_options",
+    "engine_from_args",
     "settings_from_args",
     "shard_type",
     "stage_options",
@@ -53,10 +55,18 @@ def tool_parser(
 
 
 def stage_parser(
-    subparsers: Any, name: str, help_text: str, description: str, *, retry_errors: bool = False
+    subparsers: Any,
+    name: str,
+    help_text: str,
+    description: str,
+    *,
+    retry_errors: bool = False,
+    engine: str | None = None,
 ) -> argparse.ArgumentParser:
     """A stage subcommand with the options every stage takes; ``retry_errors``: also ``--retry-errors``
-    (the stages that call a backend)."""
+    (the stages that call a backend); ``engine``: also ``--engine`` and the ``--ray-*`` options, with
+    ``"model"`` (shards on Ray actors that hold the backends) or ``"cpu"`` (shards as Ray tasks) in
+    their help."""
     parser = tool_parser(subparsers, name, help_text, description)
     parser.add_argument("--work", required=True, type=Path, help="the work directory shared by all stages")
     parser.add_argument(
@@ -75,7 +85,91 @@ def stage_parser(
             help="also redo the items of done shards that failed with a backend error "
             "(detector_error / pose_error / caption_error)",
         )
+    if engine is not None:
+        add_engine_options(parser, engine)
     return parser
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def add_engine_options(parser: argparse.ArgumentParser, kind: str) -> None:
+    """Add ``--engine`` and the ``--ray-*`` options; ``kind``: ``"model"`` or ``"cpu"`` (see
+    :func:`stage_parser`)."""
+    unit = "actor (each loads the backends once)" if kind == "model" else "task"
+    group = parser.add_argument_group(
+        "engine",
+        "where the shards run: local (this process) or ray (Ray workers on this machine, or on a cluster "
+        "started with `ray start`; needs pip install \"gadms[distributed]\" and WORK at the same path on "
+        "every machine). Both write the same shards, markers and manifests.",
+    )
+    group.add_argument("--engine", choices=ENGINES, default="local", help="the engine that runs the shards")
+    group.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="auto|HOST:PORT",
+        help="join the Ray cluster there (auto: the one `ray start` started on this machine); "
+        "None: start a local Ray instance for this run",
+    )
+    group.add_argument(
+        "--ray-num-gpus", type=_non_negative_float,
+        default=0.0,
+        metavar="N",
+        help=f"GPUs per Ray {unit} (0.5: two per GPU)",
+    )
+    group.add_argument(
+        "--ray-num-cpus", type=_non_negative_float, default=1.0, metavar="N", help=f"CPUs per Ray {unit}"
+    )
+    if kind == "model":
+        group.add_argument(
+            "--ray-actors",
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help="Ray actors (default: as many as the cluster's GPUs, or CPUs, fit; at most one per shard)",
+        )
+    group.add_argument(
+        "--ray-max-retries",
+        type=non_negative_int,
+        default=3,
+        metavar="N",
+        help="times a shard whose Ray worker died is run again",
+    )
+
+
+def engine_from_args(args: argparse.Namespace) -> Engine:
+    """The engine of ``--engine`` with the ``--ray-*`` options (use it as a context manager: a local Ray
+    instance stops at its end).
+
+    Raises:
+        ValueError: a ``--ray-*`` option set with ``--engine local``, naming it.
+    """
+    if args.engine != "ray":
+        for option, default in (
+            ("ray_address", None),
+            ("ray_num_gpus", 0.0),
+            ("ray_num_cpus", 1.0),
+            ("ray_actors", None),
+            ("ray_max_retries", 3),
+        ):
+            if getattr(args, option, default) != default:
+                raise ValueError(f"--{option.replace('_', '-')} needs --engine ray")
+        return make_engine(args.engine)
+    options = RayOptions(
+        address=args.ray_address,
+        num_cpus=args.ray_num_cpus,
+        num_gpus=args.ray_num_gpus,
+        actors=getattr(args, "ray_actors", None),
+        max_retries=args.ray_max_retries,
+    )
+    return make_engine("ray", options)
 
 
 def stage_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -8,7 +8,14 @@ from typing import Any
 from gadms_utils.cli_types import positive_int
 
 from ..detection import DetectionThresholds
-from .common import SPEC_HELP, add_settings_options, settings_from_args, stage_options, stage_parser
+from .common import (
+    SPEC_HELP,
+    add_settings_options,
+    engine_from_args,
+    settings_from_args,
+    stage_options,
+    stage_parser,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -21,6 +28,7 @@ def add_parser(subparsers: Any) -> None:
         "person boxes and crops into WORK/detect",
         "Detect persons; keep boxes by the thresholds of docs/method.md section 9.2 (all configurable); crop.",
         retry_errors=True,
+        engine="model",
     )
     p.add_argument("--detector", default="transformers=PekingU/rtdetr_r50vd_coco_o365", help=SPEC_HELP)
     add_settings_options(p, DetectionThresholds)
@@ -32,14 +40,18 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run ``detect``; returns the stage manifest."""
     from .. import backends, pipeline
+    from ..engines import Deferred
 
     thresholds = settings_from_args(DetectionThresholds, args)
-    detector = backends.make_detector(backends.parse_spec(args.detector, "--detector"))
-    return pipeline.run_detect(
-        args.work,
-        detector,
-        thresholds,
-        batch_size=args.batch_size,
-        jpeg_quality=args.jpeg_quality,
-        **stage_options(args),
-    )
+    spec = backends.parse_spec(args.detector, "--detector")
+    backends.check_kind(spec, "--detector")
+    with engine_from_args(args) as engine:  # the detector is loaded where the shards run
+        return pipeline.run_detect(
+            args.work,
+            Deferred(backends.make_detector, (spec,)),
+            thresholds,
+            batch_size=args.batch_size,
+            jpeg_quality=args.jpeg_quality,
+            engine=engine,
+            **stage_options(args),
+        )

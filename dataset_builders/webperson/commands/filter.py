@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..caption_filter import CaptionFilter, FilterRules
-from .common import add_settings_options, settings_from_args, stage_options, stage_parser
+from .common import add_settings_options, engine_from_args, settings_from_args, stage_options, stage_parser
 
 __all__ = ["add_parser", "run"]
 
@@ -18,6 +18,7 @@ def add_parser(subparsers: Any) -> None:
         "filter",
         "caption rules into WORK/filter",
         "Reject captions by length, speculation, identity/emotion, background, meta talk, duplicates.",
+        engine="cpu",
     )
     add_settings_options(p, FilterRules)
     p.set_defaults(func=run)
@@ -28,4 +29,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from .. import pipeline
 
     caption_filter = CaptionFilter(settings_from_args(FilterRules, args))
-    return pipeline.run_filter(args.work, caption_filter, **stage_options(args))
+    with engine_from_args(args) as engine:
+        return pipeline.run_filter(args.work, caption_filter, engine=engine, **stage_options(args))

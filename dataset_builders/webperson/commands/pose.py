@@ -8,7 +8,14 @@ from typing import Any
 from gadms_utils.cli_types import positive_int
 
 from ..pose import PoseThresholds
-from .common import SPEC_HELP, add_settings_options, settings_from_args, stage_options, stage_parser
+from .common import (
+    SPEC_HELP,
+    add_settings_options,
+    engine_from_args,
+    settings_from_args,
+    stage_options,
+    stage_parser,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -21,6 +28,7 @@ def add_parser(subparsers: Any) -> None:
         "pose integrity check into WORK/pose",
         "COCO-17 keypoints per crop; keep crops with enough visible keypoints, a hip and head points.",
         retry_errors=True,
+        engine="model",
     )
     p.add_argument("--pose-model", default="transformers=usyd-community/vitpose-base-simple", help=SPEC_HELP)
     add_settings_options(p, PoseThresholds)
@@ -31,9 +39,17 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run ``pose``; returns the stage manifest."""
     from .. import backends, pipeline
+    from ..engines import Deferred
 
     thresholds = settings_from_args(PoseThresholds, args)
-    estimator = backends.make_pose(backends.parse_spec(args.pose_model, "--pose-model"))
-    return pipeline.run_pose(
-        args.work, estimator, thresholds, batch_size=args.batch_size, **stage_options(args)
-    )
+    spec = backends.parse_spec(args.pose_model, "--pose-model")
+    backends.check_kind(spec, "--pose-model")
+    with engine_from_args(args) as engine:  # the pose model is loaded where the shards run
+        return pipeline.run_pose(
+            args.work,
+            Deferred(backends.make_pose, (spec,)),
+            thresholds,
+            batch_size=args.batch_size,
+            engine=engine,
+            **stage_options(args),
+        )
