@@ -6,7 +6,13 @@ On disk (``GalleryIndex.save``, format version 2), an index folder holds
   L2-normalised rows), the tensor ``paths`` (uint8: the UTF-8 JSON list of the images' paths relative to
   ``root``, POSIX separators, in the order of the rows, sorted) and, in the safetensors header's
   ``metadata``, ``index``: the JSON of ``{"format", "version", "model", "root", "count", "dim"}``, where
-  ``root`` is the absolute images folder. A save writes it to a temporary file and commits it with one
+  ``root`` is the absolute images folder, plus ``ivf`` when the file holds an IVF index. A large gallery
+  (``gadms index --ivf``, by default from :data:`~retrieval.search.IVF_THRESHOLD` images) also stores its
+  FAISS IVF index there (:class:`~retrieval.ann.IVFIndex`): the uint8 tensor ``ivf``
+  (``faiss.serialize_index``) and the int64 tensor ``ivf_rows`` (the gallery row of each IVF id), with
+  ``meta["ivf"] = {"nlist", "rows", "codes"}``. The IVF and the embeddings are thus committed together and
+  cannot disagree (a reader still checks that the IVF indexes every row once, and drops one that does not;
+  older readers ignore these entries). A save writes it to a temporary file and commits it with one
   ``os.replace``, so a reader sees the old index or the new one, never a mix, even after a crash;
 - ``index.json``: a human-readable copy, ``{"format", "version", "model", "root", "count", "dim",
   "paths"}``, written after the commit and never read back (an interrupted save can leave it stale).
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,13 +44,16 @@ from tqdm.auto import tqdm
 from evaluation.embedding import embed_images, embed_texts
 from gadms_utils.image_io import open_image
 
-from .search import build_faiss_index, exact_topk, faiss_topk, resolve_backend
+from .ann import IVFIndex, build_ivf, ivf_topk, needs_retrain, remap_ivf
+from . import search as _search
+from .search import _faiss_available, build_faiss_index, import_faiss, exact_topk, faiss_topk, resolve_backend
 
 __all__ = [
     "SearchHit",
     "EMBEDDINGS_FILE",
     "IMAGE_EXTENSIONS",
     "INDEX_FILE",
+    "IVF_CHOICES",
     "LOCK_FILE",
     "SKIPPED_FILE",
     "DamagedIndexError",
@@ -72,6 +82,10 @@ INDEX_FORMAT = "gadms-gallery-index"
 INDEX_VERSION = 2
 #: A save writes ``NAME`` as ``NAME + TMP_SUFFIX`` first, then renames it.
 TMP_SUFFIX = ".tmp"
+#: ``GalleryIndex.build``'s ``ivf`` (``gadms index --ivf``) choices: ``auto`` builds an IVF index for a
+#: gallery of at least :data:`~retrieval.search.IVF_THRESHOLD` images (when FAISS is installed) and keeps one
+#: the updated index already has; ``always`` builds one for any non-empty gallery; ``never`` drops it.
+IVF_CHOICES = ("auto", "always", "never")
 #: What reading an image can raise (``open_image`` turns decoder errors into ``OSError``).
 _READ_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
 
@@ -242,6 +256,7 @@ class GalleryIndex:
     root: str
     model: str
     _faiss_index: Any = field(default=None, init=False, repr=False, compare=False)
+    _ivf: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.embeddings.dim() != 2 or len(self.embeddings) != len(self.paths):
@@ -256,6 +271,34 @@ class GalleryIndex:
     def dim(self) -> int:
         """The embedding dimension."""
         return self.embeddings.shape[1]
+
+    @property
+    def ivf(self) -> IVFIndex | None:
+        """The IVF index of the embeddings (:class:`retrieval.ann.IVFIndex`), or ``None``: saved with the
+        index, searched by the ``faiss-ivf`` backend."""
+        return self._ivf
+
+    @property
+    def ivf_nlist(self) -> int | None:
+        """The IVF index's number of cells, or ``None`` without one."""
+        return None if self._ivf is None else self._ivf.nlist
+
+    def build_ivf(self, *, nlist: int | None = None) -> IVFIndex:
+        """Build (or rebuild) the IVF index of the embeddings (:func:`retrieval.ann.build_ivf`), keep it
+        (:meth:`save` stores it) and return it."""
+        self._ivf = build_ivf(self.embeddings, nlist=nlist)
+        return self._ivf
+
+    def drop_ivf(self) -> None:
+        """Forget the IVF index (the next :meth:`save` writes none)."""
+        self._ivf = None
+
+    def _set_ivf(self, ivf: IVFIndex | None) -> None:
+        if ivf is not None and not ivf.fits(self.embeddings):
+            raise ValueError(
+                f"an IVF index of {ivf.ntotal} x {ivf.d} does not fit the gallery's {len(self)} x {self.dim}"
+            )
+        self._ivf = ivf
 
     def check_model(self, model_id: str) -> None:
         """Raise a ``ValueError`` unless ``model_id`` (a hub id or folder) is the model this index was built
@@ -283,6 +326,7 @@ class GalleryIndex:
         precision: str = "fp32",
         progress: bool = True,
         existing: GalleryIndex | None = None,
+        ivf: str = "auto",
     ) -> tuple[GalleryIndex, list[tuple[str, str]]]:
         """Embed the images under ``images_dir`` (see :func:`find_images`) with ``model``'s image tower.
 
@@ -294,7 +338,12 @@ class GalleryIndex:
             precision: ``fp32``, ``fp16`` or ``bf16`` (autocast).
             progress: show a progress bar.
             existing: an index of the same folder and model to update: only images it lacks are embedded,
-                its rows for images that are gone are dropped, the others are kept as they are.
+                its rows for images that are gone are dropped, the others are kept as they are. Its IVF
+                index, if any, is carried over (and taken from it): the kept rows' codes renumbered, the
+                dropped ones removed, the new images added to the trained cells; it is retrained instead
+                when the gallery outgrew it (:func:`retrieval.ann.needs_retrain`).
+            ivf: one of :data:`IVF_CHOICES`: whether the index gets an IVF index (``auto``: from
+                :data:`~retrieval.search.IVF_THRESHOLD` images, or when ``existing`` has one).
 
         Returns:
             ``(index, skipped)``: the index (rows sorted by path) and the unreadable files
@@ -302,8 +351,12 @@ class GalleryIndex:
 
         Raises:
             FileNotFoundError: ``images_dir`` is not a folder.
-            ValueError: ``existing`` was built with another model or from another folder.
+            ValueError: ``existing`` was built with another model or from another folder, or ``ivf`` is
+                not one of :data:`IVF_CHOICES`.
+            ImportError: ``ivf="always"`` without FAISS installed.
         """
+        if ivf not in IVF_CHOICES:
+            raise ValueError(f"ivf (--ivf) must be one of {', '.join(IVF_CHOICES)}, got {ivf!r}")
         model_id = normalise_model_id(model_id)
         root = Path(images_dir).expanduser().resolve()
         paths = find_images(root)
@@ -326,10 +379,29 @@ class GalleryIndex:
         else:
             dim = existing.dim if existing is not None and len(existing) else 0
             stacked = torch.empty(0, dim, dtype=torch.float16)
-        return cls(embeddings=stacked, paths=order, root=str(root), model=model_id), skipped
+        index = cls(embeddings=stacked, paths=order, root=str(root), model=model_id)
+        old_ivf = existing._ivf if existing is not None else None
+        if existing is not None:
+            existing._ivf = None  # taken over (and changed in place) below, or dropped
+        wanted = ivf == "always" or (
+            ivf == "auto" and (old_ivf is not None or (len(index) >= _search.IVF_THRESHOLD and _faiss_available()))
+        )
+        if wanted and len(index):
+            if old_ivf is not None and not needs_retrain(old_ivf, len(index)):
+                position = {p: i for i, p in enumerate(order)}
+                new_row = torch.tensor([position.get(p, -1) for p in existing.paths], dtype=torch.long)
+                added = torch.tensor([position[p] for p in order if p not in kept], dtype=torch.long)
+                if progress:
+                    print(f"updating the IVF index: {len(added)} images to add", flush=True)
+                index._set_ivf(remap_ivf(old_ivf, new_row, stacked, added))
+            else:
+                if progress:
+                    print(f"building the IVF index of {len(index)} images", flush=True)
+                index.build_ivf()
+        return index, skipped
 
     def _metadata(self) -> dict[str, Any]:
-        return {
+        meta = {
             "format": INDEX_FORMAT,
             "version": INDEX_VERSION,
             "model": self.model,
@@ -337,6 +409,10 @@ class GalleryIndex:
             "count": len(self),
             "dim": self.dim,
         }
+        if self._ivf is not None:
+            kind = type(import_faiss().downcast_index(self._ivf.index)).__name__
+            meta["ivf"] = {"nlist": self.ivf_nlist, "rows": int(self._ivf.ntotal), "codes": kind}
+        return meta
 
     def save(self, out_dir: str | os.PathLike) -> None:
         """Write the index into ``out_dir`` (created if needed), atomically: ``embeddings.safetensors``
@@ -354,6 +430,9 @@ class GalleryIndex:
             "embeddings": self.embeddings.detach().to("cpu", torch.float16).contiguous(),
             "paths": torch.frombuffer(bytearray(paths), dtype=torch.uint8),
         }
+        if self._ivf is not None:
+            self._set_ivf(self._ivf)  # still fits the embeddings
+            tensors.update(self._ivf.to_tensors())
         header = {"format": INDEX_FORMAT, "version": str(INDEX_VERSION), "index": json.dumps(meta)}
         partial = out / (EMBEDDINGS_FILE + TMP_SUFFIX)
         save_file(tensors, str(partial), metadata=header)
@@ -365,8 +444,13 @@ class GalleryIndex:
         _write_atomic(out / INDEX_FILE, (json.dumps(copy, indent=1) + "\n").encode("utf-8"))
 
     @classmethod
-    def load(cls, index_dir: str | os.PathLike) -> GalleryIndex:
+    def load(cls, index_dir: str | os.PathLike, *, ivf: bool = True) -> GalleryIndex:
         """Read an index folder written by :meth:`save` (version 2), or by an older gadms (version 1).
+
+        ``ivf``: also read the IVF index the file holds, if any (needs FAISS; without it, or with
+        ``ivf=False``, the IVF is not read, and a later :meth:`save` writes none). An IVF whose row count or
+        dimension does not match the embeddings is dropped with a warning (``gadms index --update``
+        rebuilds it).
 
         Whatever an interrupted save left there, this reads the last committed index: version 2 from
         ``embeddings.safetensors`` alone; version 1 from it and ``index.json``, or ``index.json.tmp`` when
@@ -399,6 +483,9 @@ class GalleryIndex:
                     raise KeyError("index")
                 _check_version(meta, tensor_path)
                 paths = json.loads(bytes(handle.get_tensor("paths").numpy()).decode("utf-8"))
+                ivf_data = None
+                if ivf and {"ivf", "ivf_rows"} <= set(handle.keys()) and _faiss_available():
+                    ivf_data = handle.get_tensor("ivf"), handle.get_tensor("ivf_rows")
         except (SafetensorError, UnicodeDecodeError, json.JSONDecodeError, KeyError) as err:
             raise DamagedIndexError(
                 f"{tensor_path} is unreadable ({type(err).__name__}: {err}); rebuild it with `gadms index`"
@@ -408,7 +495,16 @@ class GalleryIndex:
                 f"{tensor_path} holds {len(embeddings)} rows, {len(paths)} paths and count "
                 f"{meta.get('count')}; rebuild it with `gadms index`"
             )
-        return cls(embeddings=embeddings, paths=paths, root=meta["root"], model=meta["model"])
+        index = cls(embeddings=embeddings, paths=paths, root=meta["root"], model=meta["model"])
+        if ivf_data is not None:
+            try:
+                index._set_ivf(IVFIndex.from_tensors(*ivf_data))
+            except (RuntimeError, TypeError, ValueError) as err:
+                warnings.warn(
+                    f"{tensor_path}: ignoring its IVF index ({err}); `gadms index --update` rebuilds it",
+                    stacklevel=2,
+                )
+        return index
 
     @classmethod
     def _load_version_1(cls, folder: Path, embeddings: torch.Tensor, header: dict[str, str]) -> GalleryIndex:
@@ -443,21 +539,32 @@ class GalleryIndex:
         return cls(embeddings=embeddings, paths=list(paths), root=meta["root"], model=meta["model"])
 
     def search(
-        self, queries: torch.Tensor, k: int = 10, backend: str = "auto"
+        self, queries: torch.Tensor, k: int = 10, backend: str = "auto", *, nprobe: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-``k`` gallery rows for each query by cosine similarity (queries are normalised here).
 
         Args:
             queries: ``[Q, D]`` (or ``[D]``) query embeddings, e.g. from ``embed_texts``.
             k: results per query; ``min(k, len(self))`` are returned.
-            backend: ``torch``, ``faiss`` or ``auto`` (see :mod:`retrieval.search`); the same results
-                either way. The FAISS index (exhaustive, float16 storage, sharded over threads: see
-                :func:`~retrieval.search.build_faiss_index`) is built on the first FAISS search and kept.
+            backend: ``torch``, ``faiss``, ``faiss-ivf`` or ``auto`` (see :mod:`retrieval.search`). The exact
+                ones give the same results. The FAISS index (exhaustive, float16 storage, sharded over
+                threads: see :func:`~retrieval.search.build_faiss_index`) is built on the first FAISS search
+                and kept. ``faiss-ivf`` is approximate (exact scores, but a true top-k row can be missed)
+                and searches :attr:`ivf`, built here (and kept, not saved) when the index has none;
+                ``auto`` picks it for a gallery of at least :data:`~retrieval.search.IVF_THRESHOLD` images
+                that has one.
+            nprobe: IVF cells visited per query (``faiss-ivf`` only; default:
+                :func:`retrieval.ann.default_nprobe`).
 
         Returns:
             ``(scores, indices)``: ``[Q, k]`` float32 and int64, best first, ties broken by lower index.
         """
-        if resolve_backend(backend, len(self)) == "faiss" and len(self):
+        chosen = resolve_backend(backend, len(self), has_ivf=self._ivf is not None)
+        if chosen == "faiss-ivf" and len(self):
+            if self._ivf is None:
+                self.build_ivf()
+            return ivf_topk(self.embeddings, queries, k, index=self._ivf, nprobe=nprobe)
+        if chosen == "faiss" and len(self):
             if self._faiss_index is None:
                 self._faiss_index = build_faiss_index(self.embeddings)
             return faiss_topk(self.embeddings, queries, k, index=self._faiss_index)
@@ -474,14 +581,22 @@ class SearchHit:
 
 
 def search_text(
-    index: GalleryIndex, model: torch.nn.Module, processor: Any, text: str, k: int = 10, backend: str = "auto"
+    index: GalleryIndex,
+    model: torch.nn.Module,
+    processor: Any,
+    text: str,
+    k: int = 10,
+    backend: str = "auto",
+    *,
+    nprobe: int | None = None,
 ) -> list[SearchHit]:
     """The ``k`` gallery images (all, when fewer) that best match the caption ``text``, best first.
 
-    ``model`` and ``processor`` should be the ones that built ``index`` (``index.model``).
+    ``model`` and ``processor`` should be the ones that built ``index`` (``index.model``); ``backend`` and
+    ``nprobe``: see :meth:`GalleryIndex.search`.
     """
     query = embed_texts(model, processor, [text], progress=False)
-    scores, indices = index.search(query, k=k, backend=backend)
+    scores, indices = index.search(query, k=k, backend=backend, nprobe=nprobe)
     return [
         SearchHit(rank=rank, score=float(score), path=index.image_path(int(i)).resolve())
         for rank, (score, i) in enumerate(zip(scores[0].tolist(), indices[0].tolist()), start=1)

@@ -1,9 +1,10 @@
-"""Top-k inner-product search over a gallery of L2-normalised embeddings, exact, with torch or FAISS.
+"""Top-k inner-product search over a gallery of L2-normalised embeddings: exact (torch, FAISS) or approximate
+(FAISS IVF, :mod:`retrieval.ann`).
 
-Both backends return the same results for the same gallery and queries: the same indices in the same order,
-and bit-identical scores. Each backend first collects *candidates* (every gallery row whose approximate score
-lies within a tolerance of the approximate k-th best score; the tolerance bounds the backend's rounding error
-twice over), then one shared step rescores the candidates exactly and ranks them by
+The exact backends return the same results for the same gallery and queries: the same indices in the same
+order, and bit-identical scores. Each backend first collects *candidates* (every gallery row whose approximate
+score lies within a tolerance of the approximate k-th best score; the tolerance bounds the backend's rounding
+error twice over), then one shared step rescores the candidates exactly and ranks them by
 
     score, descending; ties broken by gallery index, ascending
 
@@ -19,11 +20,16 @@ summed pairwise in a fixed order, so that it does not depend on which or how man
   shards searched in parallel, one per thread (``IndexShards``; built once, see :func:`build_faiss_index`).
   A gallery stored as float16 (as ``GalleryIndex`` stores it) is the index's own precision: it holds the
   embeddings losslessly, so its scores differ from the exact ones by float32 rounding only.
-- ``auto``: FAISS for galleries of at least :data:`FAISS_THRESHOLD` rows when ``faiss`` is installed,
-  torch otherwise.
+- ``faiss-ivf`` (:func:`retrieval.ann.ivf_topk`): approximate, for large galleries: an IVF index (4-bit PQ
+  fast-scan codes) visits ``nprobe`` of its cells; its candidates go through the same exact rescoring, so the scores
+  returned are exact, but a true top-k row in a cell that was not visited is missed (recall@10 >= 0.99 at
+  the default ``nprobe`` on the clustered 1,000,000-image benchmark; see ``benchmarks/bench_search.py``).
+- ``auto``: ``faiss-ivf`` for galleries of at least :data:`IVF_THRESHOLD` rows that have an IVF index
+  (``gadms index`` builds one from that size on), else FAISS for galleries of at least
+  :data:`FAISS_THRESHOLD` rows when ``faiss`` is installed, else torch.
 
-Candidates are each backend's best ``k +`` :data:`CANDIDATE_EXTRA`, extended by a full threshold scan (a
-FAISS range search) when near-ties run past them.
+Candidates of the exact backends are each backend's best ``k +`` :data:`CANDIDATE_EXTRA`, extended by a full
+threshold scan (a FAISS range search) when near-ties run past them.
 
 ``k`` larger than the gallery returns every row (``min(k, N)`` columns).
 
@@ -43,6 +49,7 @@ import torch.nn.functional as F
 __all__ = [
     "BACKENDS",
     "FAISS_THRESHOLD",
+    "IVF_THRESHOLD",
     "build_faiss_index",
     "describe_faiss_index",
     "exact_topk",
@@ -52,9 +59,13 @@ __all__ = [
 ]
 
 #: ``backend`` choices.
-BACKENDS = ("auto", "torch", "faiss")
+BACKENDS = ("auto", "torch", "faiss", "faiss-ivf")
 #: Galleries of at least this many images use FAISS under ``backend="auto"`` (when it is installed).
 FAISS_THRESHOLD = 200_000
+#: Galleries of at least this many images get an IVF index from ``gadms index`` (``--ivf auto``), and
+#: ``backend="auto"`` searches it (``faiss-ivf``) when the index holds one. Below it, the exhaustive float16
+#: FAISS index is fast enough (about 15 ms a query at 500,000 x 512 on 2 quiet cores) and exact.
+IVF_THRESHOLD = 500_000
 #: Gallery rows converted per product in :func:`exact_topk` when the gallery's dtype must be converted.
 GALLERY_CHUNK = 262_144
 #: Upper bound on the entries of :func:`exact_topk`'s score buffer (queries are processed in blocks).
@@ -89,12 +100,19 @@ def _faiss_available() -> bool:
     return True
 
 
-def resolve_backend(backend: str, size: int) -> str:
-    """``torch`` or ``faiss`` for a gallery of ``size`` rows (``auto``: see :data:`FAISS_THRESHOLD`)."""
+def resolve_backend(backend: str, size: int, *, has_ivf: bool = False) -> str:
+    """``torch``, ``faiss`` or ``faiss-ivf`` for a gallery of ``size`` rows.
+
+    ``auto``: ``faiss-ivf`` when ``has_ivf`` (the gallery has an IVF index) and ``size >=``
+    :data:`IVF_THRESHOLD`; else ``faiss`` from :data:`FAISS_THRESHOLD` rows when FAISS is installed; else
+    ``torch``. Other choices are returned as they are.
+    """
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        raise ValueError(f"unknown backend {backend!r} (--backend); choose from {', '.join(BACKENDS)}")
     if backend != "auto":
         return backend
+    if has_ivf and size >= IVF_THRESHOLD and _faiss_available():
+        return "faiss-ivf"
     if size < FAISS_THRESHOLD:
         return "torch"
     if _faiss_available():
