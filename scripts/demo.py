@@ -6,7 +6,10 @@
 3. reload the saved model with `AutoModel.from_pretrained`, show a text search over the test gallery, and print
    the test metrics of the final model.
 
-The last line printed is a JSON object: {"R1", "R5", "R10", "mAP", "mINP", "seconds"}.
+4. measure whether the model's GASS token scores find the caption noise the synthetic set records: the
+   noise-token AUC on the noisy test captions (docs/method.md section 13; 0.5 is chance).
+
+The last line printed is a JSON object: {"R1", "R5", "R10", "mAP", "mINP", "gass_noise_auc", "seconds"}.
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_output", help="working folder (default: demo_output)")
     parser.add_argument("--identities", type=int, default=2000, help="synthetic persons (default: 2000)")
-    parser.add_argument("--split-fractions", default="0.95,0.025,0.025",
-                        help="identity fractions of train,validation,test (default: 0.95,0.025,0.025: 50 test "
-                             "and 50 validation persons out of 2000)")
+    parser.add_argument("--split-fractions", default="0.85,0.05,0.10",
+                        help="identity fractions of train,validation,test (default: 0.85,0.05,0.10: 1700 train, "
+                             "100 validation and 200 test persons out of 2000)")
     parser.add_argument("--config", default="configs/demo_cpu.yaml", help="training preset")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for training")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -82,13 +85,19 @@ def main() -> None:
         hit = "*" if test[index]["person_id"] == test[0]["person_id"] else " "
         print(f"  {rank}. person {test[index]['person_id']:4d} {hit} cosine {score:+.3f}")
 
+    from evaluation import noise_token_auc_on_split
+
+    auc = noise_token_auc_on_split(model, processor, test, method="gass-paper")
+    print(f"\nGASS noise-token AUC on the {auc.captions} noisy test captions: {auc.auc:.3f} (0.5 is chance; "
+          f"{auc.noise_tokens} noise vs {auc.clean_tokens} clean tokens)")
+
     results = json.loads((run_dir / "results.json").read_text())
     metrics = results["last"]
     print(f"\ntest identities: {len(set(test['person_id']))}, gallery {len(test)} images, "
           f"{2 * len(test)} caption queries; best validation epoch {results['best_epoch']}")
     print("  ".join(f"{k} {metrics[k]:6.2f}" for k in ("R1", "R5", "R10", "mAP", "mINP")))
     print(json.dumps({**{k: round(metrics[k], 2) for k in ("R1", "R5", "R10", "mAP", "mINP")},
-                      "seconds": round(time.time() - started, 1)}))
+                      "gass_noise_auc": round(auc.auc, 4), "seconds": round(time.time() - started, 1)}))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     accelerate launch training/pretrain.py --config configs/pretrain_paper.yaml --set data=org/webperson
 
-Each image gives two samples (one per caption) of the same identity. Evaluation each epoch on the data's
+`objective: irra` pretrains the baseline of the ablation (benchmarks/bench_method.py) the same way: SDM on the
+clean caption and random MLM. Each image gives two samples (one per caption) of the same identity. Evaluation each epoch on the data's
 `validation` split (or on a benchmark's validation split with `benchmark` / `data_root`), never on test.
 """
 
@@ -39,8 +40,9 @@ def retrieval_split(config, split: str | None):
 def main(argv=None) -> dict:
     parser = build_parser(__doc__.splitlines()[0], "configs/pretrain_paper.yaml")
     args, config = parse(parser, argv)
-    if config.objective != "gadms":
-        parser.error("pretrain.py trains the GA-DMS objective (objective: gadms)")
+    if config.objective not in ("gadms", "irra"):
+        parser.error("pretrain.py trains the GA-DMS objective (objective: gadms) or, as its baseline, the IRRA "
+                     "objective (objective: irra)")
     if not config.data:
         parser.error("no training data: set `data` (hub id, folder or parquet files), e.g. --set data=org/webperson")
     try:

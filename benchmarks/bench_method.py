@@ -1,0 +1,211 @@
+"""Does GA-DMS beat its baseline on captions with known noise? The ablation of docs/method.md section 13.
+
+The same small model (the `make demo` preset, configs/demo_cpu.yaml) is pretrained from scratch on the same
+synthetic person set, with the same seeds and the same number of steps, under three objectives:
+
+- `irra`: SDM on the clean caption + MLM with random 15% masking (the baseline);
+- `random`: GA-DMS with uninformative scores: the dual masking is driven by each caption's GASS scores shuffled
+  among its tokens (`mask_scores: shuffled`: the same masking rates, no information on which token is noise),
+  which isolates what GASS adds;
+- `gadms`: GA-DMS (the paper's objective).
+
+Caption noise 0.3 and 0.5 (the share of captions with recorded noise). For each arm, noise level and seed:
+test R@1 / mAP over all queries and over the noisy queries alone, and the noise-token AUC
+(`evaluation.noise_tokens`) of GASS (paper and released variants) and of leave-one-token-out occlusion (what
+the model itself knows) on the noisy test captions.
+
+Usage:
+    python benchmarks/bench_method.py            # 3 seeds x 2 noise levels x 3 arms
+    python benchmarks/bench_method.py --quick    # 1 seed, noise 0.5, fewer steps (under 10 minutes on 2 cores)
+
+The last line printed is one JSON object: {"gain_r1", "gain_r1_noisy", "gass_noise_auc", "occlusion_noise_auc",
+"random_scores_gain_r1", "seeds", "noise", ...}, where `gain_r1` is mean(gadms) - mean(irra) test R@1 at the
+highest noise level, `random_scores_gain_r1` is mean(gadms) - mean(random) there, and `gass_noise_auc` the paper
+variant's AUC of the `gadms` models there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ARMS = {
+    "irra": ["objective=irra"],
+    "random": ["objective=gadms", "objective_overrides.mask_scores=shuffled"],
+    "gadms": ["objective=gadms"],
+}
+
+
+def make_data(folder: Path, noise: float, identities: int, fractions: str, seed: int = 0) -> Path:
+    """The synthetic person set at one noise level (written once; the same persons and pictures at every level)."""
+    marker = folder / "synthetic_config.json"
+    if not marker.is_file():
+        subprocess.run([sys.executable, "-m", "dataset_builders.synthetic", "--out", str(folder), "--identities",
+                        str(identities), "--images-per-identity", "4", "--image-size", "64x32", "--noise", str(noise),
+                        "--split-fractions", fractions, "--seed", str(seed), "--no-progress"],
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return folder
+
+
+def train(arm: str, data: Path, seed: int, out: Path, config: str, epochs: float, extra: list[str]) -> Path:
+    """Pretrain one arm through the training command line (in this process); returns its `last/` model folder."""
+    from training import pretrain
+
+    argv = ["--config", config, "--output-dir", str(out), "--set", f"data={data}", "--set", f"seed={seed}",
+            "--set", f"epochs={epochs}", "--set", "eval_split=null", "--set", "test_split=null",
+            "--set", "log_every_steps=1000"]
+    for item in ARMS[arm] + extra:
+        argv += ["--set", item]
+    with contextlib.redirect_stdout(io.StringIO()):  # the run's own JSON line is not this benchmark's
+        pretrain.main(argv)
+    return out / "last"
+
+
+def measure(model_dir: Path, data: Path) -> dict:
+    """Test retrieval (all queries, noisy queries) and noise-token AUCs of a trained model."""
+    import torch
+    from transformers import AutoModel, AutoProcessor
+
+    import modeling_gadms  # noqa: F401  (registers the Auto classes)
+    from evaluation import embed_images, embed_texts, noise_token_auc_on_split, per_query_retrieval
+    from evaluation.metrics import summarize_per_query
+    from training.data import load_training_table
+
+    model = AutoModel.from_pretrained(model_dir).eval()
+    processor = AutoProcessor.from_pretrained(model_dir)
+    test = load_training_table(str(data), "test")
+    texts, ids, noisy = [], [], []
+    for row in test.select_columns(["caption1", "caption2", "caption1_clean", "caption2_clean", "person_id"]):
+        for key in ("caption1", "caption2"):
+            texts.append(row[key])
+            ids.append(row["person_id"])
+            noisy.append(row[key] != row[f"{key}_clean"])
+    with torch.no_grad():
+        gallery = embed_images(model, processor, list(test["image"]), progress=False)
+        queries = embed_texts(model, processor, texts, progress=False)
+    per_query = per_query_retrieval(queries, gallery, ids, list(test["person_id"]))
+    noisy = torch.tensor(noisy)
+    subset = type(per_query)(*(getattr(per_query, f)[noisy] for f in per_query.__dataclass_fields__))
+    result = {"all": summarize_per_query(per_query), "noisy": summarize_per_query(subset),
+              "noisy_queries": int(noisy.sum())}
+    for method in ("gass-paper", "gass-released", "occlusion"):
+        result[f"auc_{method}"] = noise_token_auc_on_split(model, processor, test, method=method).auc
+    return result
+
+
+def mean(values) -> float:
+    values = list(values)
+    return statistics.fmean(values) if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed, noise 0.5 only, fewer steps")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0,1,2; quick: 0)")
+    parser.add_argument("--noise", default=None, help="comma-separated noise levels (default: 0.3,0.5; quick: 0.5)")
+    parser.add_argument("--arms", default="irra,random,gadms", help="which arms (default: %(default)s)")
+    parser.add_argument("--identities", type=int, default=1400,
+                        help="synthetic persons: 1000 train, 200 validation (unused), 200 test (default: %(default)s)")
+    parser.add_argument("--epochs", type=float, default=None, help="training epochs per run (default: 3; quick: 2)")
+    parser.add_argument("--config", default="configs/demo_cpu.yaml", help="training preset (default: %(default)s)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="further training overrides for every arm")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    parser.add_argument("--work", default="bench_output/method", help="data and runs (default: %(default)s)")
+    args = parser.parse_args()
+    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
+    noises = [float(n) for n in (args.noise or ("0.5" if args.quick else "0.3,0.5")).split(",")]
+    arms = args.arms.split(",")
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        parser.error(f"unknown arm(s) {unknown}; choose from {sorted(ARMS)}")
+    epochs = args.epochs or (2 if args.quick else 3)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    fractions = ",".join(f"{f:.6f}" for f in (1000 / args.identities, 200 / args.identities, 200 / args.identities))
+    started = time.time()
+    rows = []
+    for noise in noises:
+        data = make_data(work / f"data_noise{noise}", noise, args.identities, fractions)
+        for seed in seeds:
+            for arm in arms:
+                run_started = time.time()
+                model_dir = train(arm, data, seed, work / f"run_{arm}_noise{noise}_seed{seed}", args.config, epochs,
+                                  args.overrides)
+                figures = measure(model_dir, data)
+                rows.append({"arm": arm, "noise": noise, "seed": seed, **figures,
+                             "seconds": round(time.time() - run_started, 1)})
+                print(f"noise {noise} seed {seed} {arm:6s}: R@1 {figures['all']['R1']:5.2f} mAP "
+                      f"{figures['all']['mAP']:5.2f} | noisy queries R@1 {figures['noisy']['R1']:5.2f} | AUC gass "
+                      f"{figures['auc_gass-paper']:.3f} / released {figures['auc_gass-released']:.3f} / occlusion "
+                      f"{figures['auc_occlusion']:.3f} | {rows[-1]['seconds']:.0f} s", flush=True)
+
+    print("\n| noise | arm | R@1 | mAP | R@1 noisy queries | mAP noisy | GASS AUC (paper / released) | occlusion AUC |")
+    print("|---|---|---|---|---|---|---|---|")
+    table = {}
+    for noise in noises:
+        for arm in arms:
+            runs = [r for r in rows if r["arm"] == arm and r["noise"] == noise]
+            cell = {
+                "R1": mean(r["all"]["R1"] for r in runs), "mAP": mean(r["all"]["mAP"] for r in runs),
+                "R1_noisy": mean(r["noisy"]["R1"] for r in runs), "mAP_noisy": mean(r["noisy"]["mAP"] for r in runs),
+                "auc_paper": mean(r["auc_gass-paper"] for r in runs),
+                "auc_released": mean(r["auc_gass-released"] for r in runs),
+                "auc_occlusion": mean(r["auc_occlusion"] for r in runs),
+                "R1_per_seed": [round(r["all"]["R1"], 2) for r in runs],
+            }
+            table[(noise, arm)] = cell
+            print(f"| {noise} | {arm} | {cell['R1']:.2f} | {cell['mAP']:.2f} | {cell['R1_noisy']:.2f} | "
+                  f"{cell['mAP_noisy']:.2f} | {cell['auc_paper']:.3f} / {cell['auc_released']:.3f} | "
+                  f"{cell['auc_occlusion']:.3f} |")
+
+    top = max(noises)
+
+    def gain(arm_a: str, arm_b: str, key: str = "R1") -> float | None:
+        if (top, arm_a) not in table or (top, arm_b) not in table:
+            return None
+        return round(table[(top, arm_a)][key] - table[(top, arm_b)][key], 2)
+
+    per_seed = {}
+    if "gadms" in arms and "irra" in arms:
+        for seed in seeds:
+            r = {row["arm"]: row["all"]["R1"] for row in rows if row["noise"] == top and row["seed"] == seed}
+            per_seed[seed] = round(r["gadms"] - r["irra"], 2)
+    gadms = table.get((top, "gadms"), {})
+    summary = {
+        "gain_r1": gain("gadms", "irra"),
+        "gain_r1_noisy": gain("gadms", "irra", "R1_noisy"),
+        "gain_r1_per_seed": per_seed,
+        "gain_same_sign_every_seed": bool(per_seed) and len({v > 0 for v in per_seed.values()}) == 1,
+        "gass_noise_auc": round(gadms["auc_paper"], 4) if gadms else None,
+        "gass_noise_auc_released": round(gadms["auc_released"], 4) if gadms else None,
+        "occlusion_noise_auc": round(gadms["auc_occlusion"], 4) if gadms else None,
+        "random_scores_gain_r1": gain("gadms", "random"),
+        "seeds": seeds,
+        "noise": noises,
+        "epochs": epochs,
+        "runs": {f"{noise}/{arm}": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in cell.items()}
+                 for (noise, arm), cell in table.items()},
+        "seconds": round(time.time() - started, 1),
+        "load_avg": round(os.getloadavg()[0], 2),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
