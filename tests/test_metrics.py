@@ -181,6 +181,45 @@ def test_sort_path_matches_reference(problem):
     assert_metrics_close(got, reference_metrics(sims, query_ids, gallery_ids, ks))
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(retrieval_problems())
+def test_counting_path_matches_reference(problem):
+    # the comparison-counting path (what non-CPU devices run) on CPU; by default the CPU ranks by
+    # sorting each query's candidates (the test above), so both paths are held to the reference
+    sims, query_ids, gallery_ids, ks, chunk = problem
+    with mock.patch.object(retrieval_module, "CPU_CANDIDATE_SORT", False):
+        got = retrieval_metrics_from_similarity(
+            torch.from_numpy(sims), query_ids, gallery_ids, ks, chunk_size=chunk
+        )
+    assert_metrics_close(got, reference_metrics(sims, query_ids, gallery_ids, ks))
+
+
+def test_candidate_sort_equals_counting_per_query():
+    # continuous scores, several positives per query (ICFG-PEDES-like), exact ties planted across
+    # positives and negatives and signed zeros (-0.0 == 0.0 is a tie): per-query results identical
+    gen = torch.Generator().manual_seed(3)
+    gallery_ids = torch.randint(0, 30, (600,), generator=gen)
+    query_ids = gallery_ids[torch.randperm(600, generator=gen)[:250]]
+    gallery = torch.randn(600, 24, generator=gen)
+    queries = gallery[torch.randint(0, 600, (250,), generator=gen)] + torch.randn(250, 24, generator=gen)
+    sims = torch.nn.functional.normalize(queries, dim=1) @ torch.nn.functional.normalize(gallery, dim=1).T
+    sims[:, 500:550] = sims[:, 100:150]  # every query: 50 exact ties, positives among them
+    sims[::7, 10:20] = 0.0
+    sims[::7, 20:30] = -0.0
+    positives = retrieval_module._group_positives(query_ids, gallery_ids)
+    order = retrieval_module._processing_order(positives)
+    cpu = torch.device("cpu")
+    results = {}
+    for flag in (True, False):
+        with mock.patch.object(retrieval_module, "CPU_CANDIDATE_SORT", flag):
+            chunks = retrieval_module._matrix_similarity_chunks(sims, order, 64, cpu)
+            results[flag] = retrieval_module._run(chunks, positives, query_ids, gallery_ids, cpu)
+    for field in ("first_positive_rank", "average_precision", "inverse_negative_penalty"):
+        assert torch.equal(getattr(results[True], field), getattr(results[False], field)), field
+    ref = reference_metrics(sims.numpy(), query_ids.tolist(), gallery_ids.tolist(), (1, 5, 10))
+    assert_metrics_close(retrieval_metrics_from_similarity(sims, query_ids, gallery_ids), ref)
+
+
 @settings(max_examples=60, deadline=None)
 @given(retrieval_problems())
 def test_tiny_scratch_buffers_match_reference(problem):

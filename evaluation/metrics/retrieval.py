@@ -14,18 +14,22 @@ Protocol (docs/method.md section 7):
 - mINP: mean over queries of ``P / rank_P`` (the rank of the last positive);
 - all in percent. A query with no positive in the gallery is an error.
 
-How it is computed without a sort: the rank of a positive ``p`` with similarity ``s_p`` is
+How it is computed without a full sort: the rank of a positive ``p`` with similarity ``s_p`` is
 ``1 + #{j : s_j > s_p} + #{j < p : s_j == s_p}``. For each query only its ``P`` positives need a rank,
-so two comparisons of the query's similarity row per positive (``>`` and ``>=``; the second only
-detects exact ties, which are then resolved by index) replace a full ``O(G log G)`` sort. Queries with
-more than :data:`SORT_THRESHOLD` positives, where counting would cost more than sorting, are ranked by
-a stable sort instead. Queries are processed in chunks so that the similarity block held at any time
-is ``chunk x gallery``, never ``queries x gallery``; a very large gallery is also normalised block by
-block instead of being copied whole.
+so only the counts of items scoring ``>`` and ``>=`` each positive are needed (the second only detects
+exact ties, which are then resolved by index). On CPU, only the items scoring at least the query's
+lowest positive can contribute: they are selected in one pass, sorted (usually a small fraction of the
+row) and the positives binary-searched in them (:data:`CPU_CANDIDATE_SORT`). On other devices the two
+counts come from two comparisons of the row per positive. Either replaces a full ``O(G log G)`` sort of
+every row. Queries with more than :data:`SORT_THRESHOLD` positives are ranked by a stable sort instead.
+Queries are processed in chunks so that the similarity block held at any time is ``chunk x gallery``,
+never ``queries x gallery``; a very large gallery is also normalised block by block instead of being
+copied whole.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -37,16 +41,23 @@ __all__ = [
     "retrieval_metrics_from_similarity",
     "bidirectional_retrieval_metrics",
     "per_query_retrieval",
+    "per_query_retrieval_from_similarity",
     "summarize_per_query",
     "PerQueryRetrieval",
     "NoPositiveError",
     "SORT_THRESHOLD",
+    "CPU_CANDIDATE_SORT",
 ]
 
 #: Queries with more positives than this are ranked by a stable sort of their row instead of counting.
 SORT_THRESHOLD = 64
-# Work-space target: elements of one ``chunk x gallery`` float32 similarity block (256 MiB).
+#: On CPU, rank the positives of the other queries by sorting only the items that score at least the
+#: query's lowest positive (numpy, row by row) instead of counting comparisons for every positive.
+CPU_CANDIDATE_SORT = True
+# Work-space target: elements of one ``chunk x gallery`` float32 similarity block (256 MiB); 64 MiB for
+# a gallery too large to normalise once (the work space then stays ~0.2 GB beside the gallery).
 _BLOCK_ELEMENTS = 2**26
+_LARGE_GALLERY_BLOCK_ELEMENTS = 2**24
 # Scratch space of the counting comparisons and of the occasional sort (elements, 64 MiB in float32).
 _WORK_ELEMENTS = 2**24
 # Rows x gallery elements of one batch of the tie resolution or of the sort path (several temporaries each).
@@ -230,6 +241,22 @@ def _ranks_by_counting(
         greater[:m, k] = _count_greater(block, threshold, work, or_equal=False)
         greater_equal[:m, k] = _count_greater(block, threshold, work, or_equal=True)
     valid = torch.arange(width, device=device)[None, :] < count.to(device)[:, None]
+    return _ranks_from_counts(sims, positives, scores, greater, greater_equal, valid)
+
+
+def _ranks_from_counts(
+    sims: torch.Tensor,
+    positives: torch.Tensor,
+    scores: torch.Tensor,
+    greater: torch.Tensor,
+    greater_equal: torch.Tensor,
+    valid: torch.Tensor,
+    row_index: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Ascending 1-based ranks (padded with a large value) from the per-positive counts of items
+    scoring ``>`` and ``>=`` the positive; exact ties are broken by gallery index. Row ``i`` of the
+    other arguments is row ``row_index[i]`` of ``sims`` (default: row ``i``)."""
+    device = sims.device
     ranks = greater + 1
     # greater_equal counts the positive itself; anything beyond is an exact tie, broken by index.
     tied = valid & (greater_equal - greater > 1)
@@ -239,12 +266,52 @@ def _ranks_by_counting(
         step = max(1, _SORT_ELEMENTS // sims.shape[1])
         for a in range(0, len(tie_rows), step):
             r, c = tie_rows[a : a + step], tie_cols[a : a + step]
-            equal_before = (sims[r] == scores[r, c][:, None]) & (
+            sim_rows = sims[r] if row_index is None else sims[row_index[r]]
+            equal_before = (sim_rows == scores[r, c][:, None]) & (
                 gallery_index[None, :] < positives[r, c][:, None]
             )
             ranks[r, c] += equal_before.sum(1)
     ranks = torch.where(valid, ranks, torch.iinfo(torch.int64).max)
     return torch.sort(ranks, dim=1).values
+
+
+def _ranks_by_candidates(
+    sims: torch.Tensor, row_index: torch.Tensor, positives: torch.Tensor, count: torch.Tensor
+) -> torch.Tensor:
+    """Same result as :func:`_ranks_by_counting` for rows ``row_index`` of a float32 CPU similarity
+    block (in any order of positive counts), row by row in numpy, without copying the rows.
+
+    Only the items scoring at least a row's lowest-scoring positive can outrank any of its positives.
+    Those candidates are selected (one comparison per item), sorted (numpy's vectorised sort, on
+    typically a small fraction of the row) and the positives' scores are binary-searched in them,
+    which gives the ``>`` and ``>=`` counts of every positive; when a row has so few positives that
+    ``2 * P < log2(candidates)``, the candidates are compared with each positive instead of sorted.
+    Ties are then resolved by index as in the counting path. Cost per row: one pass over the gallery
+    plus a sort of (or 2P passes over) the candidates, so at worst one sort of the row.
+    """
+    n, width = positives.shape
+    scores = sims[row_index[:, None], positives]  # [n, width]
+    valid = torch.arange(width)[None, :] < count[:, None]
+    lowest = torch.where(valid, scores, torch.inf).amin(1)
+    rows, score_rows, lowest_rows = sims.numpy(), scores.numpy(), lowest.numpy()
+    greater = np.empty((n, width), dtype=np.int64)
+    greater_equal = np.empty((n, width), dtype=np.int64)
+    for i, (r, num) in enumerate(zip(row_index.tolist(), count.tolist())):
+        row = rows[r]
+        candidates = np.compress(row >= lowest_rows[i], row)
+        size = len(candidates)
+        if 2 * num < math.log2(size + 1):  # few positives, many candidates: two counts per positive
+            for k, score in enumerate(score_rows[i, :num].tolist()):
+                greater[i, k] = np.count_nonzero(candidates > score)
+                greater_equal[i, k] = np.count_nonzero(candidates >= score)
+            greater[i, num:], greater_equal[i, num:] = greater[i, 0], greater_equal[i, 0]  # padding
+            continue
+        candidates.sort()
+        greater[i] = size - np.searchsorted(candidates, score_rows[i], side="right")
+        greater_equal[i] = size - np.searchsorted(candidates, score_rows[i], side="left")
+    return _ranks_from_counts(
+        sims, positives, scores, torch.from_numpy(greater), torch.from_numpy(greater_equal), valid, row_index
+    )
 
 
 def _ranks_by_sorting(
@@ -285,7 +352,10 @@ def _rank_rows(
     gallery_ids_device: torch.Tensor,
     work: torch.Tensor,
 ) -> tuple[torch.Tensor, ...]:
-    """Per-query first rank / AP / INP for a chunk; ``rows`` sorted by descending positive count."""
+    """Per-query first rank / AP / INP for a chunk; ``rows`` sorted by descending positive count
+    (any order on the CPU candidate path)."""
+    if _uses_candidate_sort(sims.device):
+        return _rank_rows_cpu(sims, rows, pos, query_ids, gallery_ids_device)
     count = pos.count[rows]
     heavy = int((count > SORT_THRESHOLD).sum())
     results = []
@@ -299,17 +369,61 @@ def _rank_rows(
         light = rows[heavy:]
         width = int(count[heavy])
         positives = _positive_index_matrix(pos, light, width).to(sims.device)
-        ranks = _ranks_by_counting(sims[heavy:], positives, count[heavy:], work)
+        if sims.device.type == "cpu" and CPU_CANDIDATE_SORT:
+            ranks = _ranks_by_candidates(sims[heavy:], positives, count[heavy:])
+        else:
+            ranks = _ranks_by_counting(sims[heavy:], positives, count[heavy:], work)
         results.append(_summarize_ranks(ranks, count[heavy:]))
     return tuple(torch.cat(parts) for parts in zip(*results))
+
+
+def _uses_candidate_sort(device: torch.device) -> bool:
+    return device.type == "cpu" and CPU_CANDIDATE_SORT
+
+
+def _rank_rows_cpu(
+    sims: torch.Tensor,
+    rows: torch.Tensor,
+    pos: _Positives,
+    query_ids: torch.Tensor,
+    gallery_ids: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """:func:`_rank_rows` on CPU: candidate sort for most rows, stable sort for rows with many positives."""
+    count = pos.count[rows]
+    n = len(rows)
+    first = torch.empty(n, dtype=torch.int64)
+    ap = torch.empty(n, dtype=torch.float64)
+    inp = torch.empty(n, dtype=torch.float64)
+    heavy = count > SORT_THRESHOLD
+    for select, by_sort in ((heavy, True), (~heavy, False)):
+        index = select.nonzero().flatten()
+        if not len(index):
+            continue
+        width = int(count[index].max())
+        if by_sort:
+            ranks = _ranks_by_sorting(sims[index], query_ids[rows[index]], gallery_ids, width)
+        else:
+            positives = _positive_index_matrix(pos, rows[index], width)
+            ranks = _ranks_by_candidates(sims, index, positives, count[index])
+        first[index], ap[index], inp[index] = _summarize_ranks(ranks, count[index])
+    return first, ap, inp
 
 
 # --------------------------------------------------------------------------------------------------
 # similarity chunks
 
 
-def _default_chunk_size(gallery_size: int) -> int:
-    return max(2, _BLOCK_ELEMENTS // max(gallery_size, 1))
+def _default_chunk_size(gallery_size: int, large_gallery: bool = False) -> int:
+    block = _LARGE_GALLERY_BLOCK_ELEMENTS if large_gallery else _BLOCK_ELEMENTS
+    return max(2, block // max(gallery_size, 1))
+
+
+def _gallery_block_size(gallery_embeds: torch.Tensor, gallery_block_size: int | None) -> int:
+    """Rows normalised at a time: the whole gallery when small enough, else 16 MiB (float32) blocks."""
+    g, d = gallery_embeds.shape
+    if gallery_block_size is None:
+        return g if g * d <= _GALLERY_CACHE_ELEMENTS else max(1, 2**22 // d)
+    return gallery_block_size
 
 
 def _embedding_similarity_chunks(
@@ -323,23 +437,26 @@ def _embedding_similarity_chunks(
     """Yield ``(rows, similarity[rows])`` in float32 on ``device`` for consecutive chunks of ``order``.
 
     The similarity block is written into one reused buffer. A gallery larger than
-    ``_GALLERY_CACHE_ELEMENTS`` is normalised in 64 MiB blocks for every
+    ``_GALLERY_CACHE_ELEMENTS`` is normalised in 16 MiB blocks for every
     chunk instead of being copied whole; its row norms are computed once.
     """
     g, d = gallery_embeds.shape
-    if gallery_block_size is None:
-        gallery_block_size = g if g * d <= _GALLERY_CACHE_ELEMENTS else max(1, 2**24 // d)
+    gallery_block_size = _gallery_block_size(gallery_embeds, gallery_block_size)
     cached = gallery_block_size >= g
     if cached:
         gallery_normed = _l2_normalize(gallery_embeds.to(device), "gallery_embeds")
     else:
-        gallery_norms = torch.cat(
-            [
-                _row_norms(gallery_embeds[b : b + gallery_block_size].to(device), "gallery_embeds")
-                for b in range(0, g, gallery_block_size)
-            ]
-        )
+        # one float32 buffer for a gallery block: filled by an exact widening copy and normalised in
+        # place, so that the loop allocates nothing of the gallery's size (no temporaries to fragment)
         block_buffer = torch.empty(min(gallery_block_size, g), d, dtype=torch.float32, device=device)
+
+        def gallery_block(b: int) -> torch.Tensor:
+            block = gallery_embeds[b : b + gallery_block_size]
+            return block_buffer[: len(block)].copy_(block)
+
+        gallery_norms = torch.cat(
+            [_row_norms(gallery_block(b), "gallery_embeds") for b in range(0, g, gallery_block_size)]
+        )
     buffer = torch.empty(-(-min(chunk_size, len(order)) // 8) * 8, g, dtype=torch.float32, device=device)
     for a in range(0, len(order), chunk_size):
         rows = order[a : a + chunk_size]
@@ -352,22 +469,29 @@ def _embedding_similarity_chunks(
             torch.mm(queries, gallery_normed.T, out=sims)
         else:
             for b in range(0, g, gallery_block_size):
-                block = gallery_embeds[b : b + gallery_block_size].to(device)
-                normed = _l2_normalize(
-                    block, "", gallery_norms[b : b + len(block)], block_buffer[: len(block)]
-                )
+                block = gallery_block(b)
+                normed = _l2_normalize(block, "", gallery_norms[b : b + len(block)], block)
                 sims[:, b : b + len(block)] = queries @ normed.T
         del queries
         yield rows, sims[: len(rows)]
 
 
 def _matrix_similarity_chunks(
-    similarity: torch.Tensor, order: torch.Tensor, chunk_size: int, device: torch.device
+    similarity: torch.Tensor, order: torch.Tensor | None, chunk_size: int, device: torch.device
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for a in range(0, len(order), chunk_size):
-        rows = order[a : a + chunk_size]
-        chunk = similarity[rows.to(similarity.device)].to(device=device, dtype=torch.float32)
-        if not bool(torch.isfinite(chunk).all()):
+    """Yield ``(rows, similarity[rows])`` in float32 on ``device``; ``order=None``: consecutive rows,
+    as views when the matrix already is float32 on ``device`` (no copy)."""
+    num_rows = similarity.shape[0]
+    for a in range(0, num_rows, chunk_size):
+        if order is None:
+            rows = torch.arange(a, min(a + chunk_size, num_rows))
+            chunk = similarity[a : a + chunk_size]
+        else:
+            rows = order[a : a + chunk_size]
+            chunk = similarity[rows.to(similarity.device)]
+        chunk = chunk.to(device=device, dtype=torch.float32).contiguous()
+        low, high = torch.aminmax(chunk)  # NaN propagates into both, an infinity into one
+        if not bool(torch.isfinite(low) & torch.isfinite(high)):
             raise ValueError("similarity contains NaN or infinite values")
         yield rows, chunk
 
@@ -420,9 +544,10 @@ def per_query_retrieval(
         query_ids: ``Q`` person ids (tensor, array or list; integers or any hashable values).
         gallery_ids: ``G`` person ids.
         chunk_size: queries ranked at a time; peak work memory is about ``chunk_size x G`` float32
-            values. Default: ``2**26 // G`` (a 256 MiB block).
+            values. Default: ``2**26 // G`` (a 256 MiB block; ``2**24 // G`` for a gallery normalised
+            block by block).
         gallery_block_size: gallery rows normalised at a time. Default: the whole gallery is normalised
-            once when it holds at most ``2**27`` values, else 64 MiB blocks (re-normalised per chunk,
+            once when it holds at most ``2**27`` values, else 16 MiB blocks (re-normalised per chunk,
             so that a huge gallery is never copied).
         device: where similarities are computed (default: the device of ``query_embeds``).
 
@@ -441,7 +566,8 @@ def per_query_retrieval(
     device = torch.device(device) if device is not None else query_embeds.device
     pos = _group_positives(q_ids, g_ids)
     order = _processing_order(pos)
-    chunk_size = chunk_size or _default_chunk_size(gallery_embeds.shape[0])
+    large = _gallery_block_size(gallery_embeds, gallery_block_size) < gallery_embeds.shape[0]
+    chunk_size = chunk_size or _default_chunk_size(gallery_embeds.shape[0], large)
     chunks = _embedding_similarity_chunks(
         query_embeds, gallery_embeds, order, chunk_size, gallery_block_size, device
     )
@@ -521,6 +647,28 @@ def retrieval_metrics(
 
 
 @torch.no_grad()
+def per_query_retrieval_from_similarity(
+    similarity: torch.Tensor,
+    query_ids: Any,
+    gallery_ids: Any,
+    *,
+    chunk_size: int | None = None,
+    device: str | torch.device | None = None,
+) -> PerQueryRetrieval:
+    """:func:`per_query_retrieval` from a precomputed ``[Q, G]`` similarity (or score) matrix, higher = better."""
+    similarity = _as_embeddings(similarity, "similarity")
+    q_ids, g_ids = _as_id_tensors(query_ids, gallery_ids)
+    _check_lengths(similarity.shape[0], similarity.shape[1], q_ids, g_ids)
+    device = torch.device(device) if device is not None else similarity.device
+    pos = _group_positives(q_ids, g_ids)
+    # the CPU candidate path takes rows in any order: consecutive rows, no gather of the matrix
+    order = None if _uses_candidate_sort(device) else _processing_order(pos)
+    chunk_size = chunk_size or _default_chunk_size(similarity.shape[1])
+    chunks = _matrix_similarity_chunks(similarity, order, chunk_size, device)
+    return _run(chunks, pos, q_ids, g_ids, device)
+
+
+@torch.no_grad()
 def retrieval_metrics_from_similarity(
     similarity: torch.Tensor,
     query_ids: Any,
@@ -536,15 +684,10 @@ def retrieval_metrics_from_similarity(
     time (converted to float32), with the same tie rule (gallery index).
     """
     ks = _check_ks(ks)
-    similarity = _as_embeddings(similarity, "similarity")
-    q_ids, g_ids = _as_id_tensors(query_ids, gallery_ids)
-    _check_lengths(similarity.shape[0], similarity.shape[1], q_ids, g_ids)
-    device = torch.device(device) if device is not None else similarity.device
-    pos = _group_positives(q_ids, g_ids)
-    order = _processing_order(pos)
-    chunk_size = chunk_size or _default_chunk_size(similarity.shape[1])
-    chunks = _matrix_similarity_chunks(similarity, order, chunk_size, device)
-    return summarize_per_query(_run(chunks, pos, q_ids, g_ids, device), ks)
+    results = per_query_retrieval_from_similarity(
+        similarity, query_ids, gallery_ids, chunk_size=chunk_size, device=device
+    )
+    return summarize_per_query(results, ks)
 
 
 def bidirectional_retrieval_metrics(
