@@ -19,6 +19,8 @@ reaches the weights. The model's own attention implementation (sdpa by default) 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -46,36 +48,40 @@ def multi_scale_pool(x: torch.Tensor, lengths: torch.Tensor, scales) -> torch.Te
     averaged (a short last window is averaged alone) and the `ceil(n / s)` window means are linearly
     interpolated back to `n` positions (the rule of `F.interpolate(mode="linear", align_corners=False)`);
     MSP is the mean over the scales. Positions from `lengths[b]` on are returned as 0.
+
+    All of it is linear in `x`: one `(positions, positions)` matrix per caption length (built once per length and
+    reused), applied with one batched matrix product.
     """
     positions = x.shape[-2]
-    index = torch.arange(positions, device=x.device)
-    n = lengths.to(x.device).view(-1, 1)  # (batch, 1)
-    valid = (index.view(1, -1) < n).to(x.dtype)  # (batch, positions)
-    x = x * valid.unsqueeze(-1)
-    cumsum = torch.cat([torch.zeros_like(x[..., :1, :]), x.cumsum(dim=-2)], dim=-2)  # prefix sums
-    pooled_sum = torch.zeros_like(x)
+    scales = tuple(int(s) for s in scales)
+    lengths = lengths.to(x.device).long()
+    unique, inverse = lengths.unique(return_inverse=True)
+    matrices = torch.stack([_pool_matrix(int(n), positions, scales) for n in unique.tolist()])
+    pool = matrices.to(device=x.device, dtype=x.dtype)[inverse]  # (batch, positions, positions)
+    return pool @ x  # broadcast over the leading axes of x
+
+
+@functools.lru_cache(maxsize=512)
+def _pool_matrix(n: int, positions: int, scales: tuple[int, ...]) -> torch.Tensor:
+    """The `(positions, positions)` float64 matrix of MSP over the first `n` positions (zero elsewhere)."""
+    total = torch.zeros(positions, positions, dtype=torch.float64)
+    if n <= 0:
+        return total
     for s in scales:
-        windows = -(-positions // s)
-        start = (torch.arange(windows, device=x.device) * s).view(1, -1)  # (1, windows)
-        end = torch.minimum(start + s, n)  # (batch, windows)
-        start = torch.minimum(start, n)
-        count = (end - start).clamp(min=1).to(x.dtype)
-        means = (_take(cumsum, end) - _take(cumsum, start)) / count.unsqueeze(-1)  # (..., batch, windows, dim)
-        # linear interpolation from m = ceil(n / s) windows back to n positions, half-pixel centres
-        m = -(-n // s)
-        source = ((index.view(1, -1).to(x.dtype) + 0.5) * m.to(x.dtype) / n.clamp(min=1).to(x.dtype) - 0.5).clamp(min=0)
-        left = source.floor().long()
-        left = torch.minimum(left, (m - 1).clamp(min=0))
-        right = torch.minimum(left + 1, (m - 1).clamp(min=0))
-        weight = (source - left.to(x.dtype)).unsqueeze(-1)
-        pooled_sum = pooled_sum + (1 - weight) * _take(means, left) + weight * _take(means, right)
-    return pooled_sum / len(scales) * valid.unsqueeze(-1)
-
-
-def _take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """`values[..., b, index[b, i], :]` for a `(batch, k)` index over the positions axis of `(..., batch, p, dim)`."""
-    expanded = index.unsqueeze(-1).expand(*values.shape[:-3], *index.shape, values.shape[-1])
-    return values.gather(-2, expanded)
+        m = -(-n // s)  # windows
+        means = torch.zeros(m, n, dtype=torch.float64)
+        for w in range(m):
+            means[w, w * s: min((w + 1) * s, n)] = 1.0 / (min((w + 1) * s, n) - w * s)
+        source = ((torch.arange(n, dtype=torch.float64) + 0.5) * m / n - 0.5).clamp(min=0)
+        left = source.floor().long().clamp(max=m - 1)
+        right = (left + 1).clamp(max=m - 1)
+        weight = source - left.double()
+        interpolate = torch.zeros(n, m, dtype=torch.float64)
+        rows = torch.arange(n)
+        interpolate[rows, left] += 1 - weight
+        interpolate[rows, right] += weight
+        total[:n, :n] += interpolate @ means
+    return total / len(scales)
 
 
 def _min_max(x: torch.Tensor, valid: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
