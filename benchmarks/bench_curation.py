@@ -156,31 +156,10 @@ def main() -> None:
         _pin_one_core()
         pool = root / "pool"
         write_test_pool(pool, persons=args.images, distractors=0, broken=False)
-        from dataset_builders.webperson.detection import DetectionThresholds
-        from dataset_builders.webperson.pose import PoseThresholds
-
         warm = root / "warm"
         write_test_pool(warm, persons=10, distractors=0, broken=False)
-        _pipeline(
-            warm,
-            root / "warm_work",
-            InstantDetector(),
-            DetectionThresholds(),
-            InstantPose(),
-            PoseThresholds(),
-            [InstantCaptioner("a"), InstantCaptioner("b")],
-            CaptionFilter(),
-        )
-        seconds, stats = _pipeline(
-            pool,
-            root / "plumbing",
-            InstantDetector(),
-            DetectionThresholds(),
-            InstantPose(),
-            PoseThresholds(),
-            [InstantCaptioner("a"), InstantCaptioner("b")],
-            CaptionFilter(),
-        )
+        _instant(warm, root / "warm_work")
+        seconds, stats = _instant(pool, root / "plumbing")
         plumbing = args.images / seconds
         print(
             f"plumbing (instant detector, pose, captioners): {args.images} images in {seconds:.2f} s = "
