@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--test-persons", type=int, default=200, help="test persons (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs per run (default: 3; quick: 2)")
     parser.add_argument("--max-steps", type=int, default=None,
-                        help="stop each run after this many steps (default: none; quick: 190, three quarters of 2 "
+                        help="stop each run after this many steps (default: none; quick: 150, 60% of 2 "
                              "epochs, to finish in under 10 minutes on 2 cores)")
     parser.add_argument("--config", default="configs/demo_cpu.yaml", help="training preset (default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -139,7 +139,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown arm(s) {unknown}; choose from {sorted(ARMS)}")
     epochs = args.epochs or (2 if args.quick else 3)
-    max_steps = args.max_steps or (190 if args.quick else None)
+    max_steps = args.max_steps or (150 if args.quick else None)
     import torch
 
     torch.set_num_threads(args.threads)
