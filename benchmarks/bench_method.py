@@ -81,7 +81,7 @@ def measure(model_dir: Path, data: Path) -> dict:
     from transformers import AutoModel, AutoProcessor
 
     import modeling_gadms  # noqa: F401  (registers the Auto classes)
-    from evaluation import embed_images, embed_texts, noise_token_auc_on_split, per_query_retrieval
+    from evaluation import embed_images, embed_texts, noise_token_auc_of, noisy_captions, per_query_retrieval
     from evaluation.metrics import summarize_per_query
     from training.data import load_training_table
 
@@ -102,8 +102,9 @@ def measure(model_dir: Path, data: Path) -> dict:
     subset = type(per_query)(*(getattr(per_query, f)[noisy] for f in per_query.__dataclass_fields__))
     result = {"all": summarize_per_query(per_query), "noisy": summarize_per_query(subset),
               "noisy_queries": int(noisy.sum())}
+    noisy_test = noisy_captions(test)  # decoded once for the three methods
     for method in ("gass-paper", "gass-released", "occlusion"):
-        result[f"auc_{method}"] = noise_token_auc_on_split(model, processor, test, method=method).auc
+        result[f"auc_{method}"] = noise_token_auc_of(model, processor, *noisy_test, method=method).auc
     return result
 
 

@@ -45,6 +45,7 @@ _LAZY = {
     "noise_token_auc_of": "noise_tokens",
     "noise_token_auc_on_split": "noise_tokens",
     "noise_token_labels": "noise_tokens",
+    "noisy_captions": "noise_tokens",
 }
 
 __all__ = [

@@ -37,6 +37,7 @@ __all__ = [
     "noise_token_auc_of",
     "noise_token_auc_on_split",
     "noise_token_labels",
+    "noisy_captions",
     "occlusion_scores",
 ]
 
@@ -179,11 +180,11 @@ def noise_token_auc_of(model, processor, images: Sequence[Any], texts: Sequence[
             stop = min(start + batch_size, len(texts))
             rows = noisy_ids[start:stop]
             pixel_values = processor(images=list(images[start:stop]))["pixel_values"]
-            with torch.no_grad():
-                image_embeds = encoder.get_image_features(pixel_values)
             if method == "occlusion":
+                with torch.no_grad():
+                    image_embeds = encoder.get_image_features(pixel_values)
                 batch_scores = [occlusion_scores(encoder, row, image_embeds[i]) for i, row in enumerate(rows)]
-            else:
+            else:  # compute_token_scores embeds the images itself
                 ids, _ = _pad(rows)
                 scores = encoder.compute_token_scores(ids, pixel_values, variant=method.split("-", 1)[1],
                                                       num_layers=gass_layers, scales=tuple(gass_scales))
@@ -203,10 +204,11 @@ def noise_token_auc_of(model, processor, images: Sequence[Any], texts: Sequence[
     return result
 
 
-def noise_token_auc_on_split(model, processor, table, method: str = "gass-paper", **kwargs) -> NoiseTokenAUC:
-    """[`noise_token_auc_of`] over the noisy captions of a split in the WebPerson layout with clean captions
-    (`image`, `caption1`, `caption2`, `caption1_clean`, `caption2_clean`; a `datasets.Dataset` or a list of
-    records), e.g. a split of the synthetic person set.
+def noisy_captions(table) -> tuple[list, list[str], list[str]]:
+    """The noisy captions of a split in the WebPerson layout with clean captions (`image`, `caption1`,
+    `caption2`, `caption1_clean`, `caption2_clean`; a `datasets.Dataset` or a list of records), e.g. a split of the
+    synthetic person set: `(images, texts, clean_texts)`, aligned, one entry per caption that differs from its
+    clean version, as [`noise_token_auc_of`] takes them.
 
     Raises:
         ValueError: when the split does not record clean captions.
@@ -225,4 +227,14 @@ def noise_token_auc_on_split(model, processor, table, method: str = "gass-paper"
                 images.append(record["image"])
                 texts.append(record[key])
                 clean.append(record[f"{key}_clean"])
-    return noise_token_auc_of(model, processor, images, texts, clean, method=method, **kwargs)
+    return images, texts, clean
+
+
+def noise_token_auc_on_split(model, processor, table, method: str = "gass-paper", **kwargs) -> NoiseTokenAUC:
+    """[`noise_token_auc_of`] over the [`noisy_captions`] of a split (to score one split with several methods,
+    call `noisy_captions` once and `noise_token_auc_of` for each).
+
+    Raises:
+        ValueError: when the split does not record clean captions.
+    """
+    return noise_token_auc_of(model, processor, *noisy_captions(table), method=method, **kwargs)

@@ -2,9 +2,10 @@
 
     accelerate launch training/pretrain.py --config configs/pretrain_paper.yaml --set data=org/webperson
 
-`objective: irra` pretrains the baseline of the ablation (benchmarks/bench_method.py) the same way: SDM on the
-clean caption and random MLM. Each image gives two samples (one per caption) of the same identity. Evaluation each epoch on the data's
+Each image gives two samples (one per caption) of the same identity. Evaluation each epoch on the data's
 `validation` split (or on a benchmark's validation split with `benchmark` / `data_root`), never on test.
+`objective: irra` pretrains the baseline of the ablation (benchmarks/bench_method.py) the same way: SDM on the
+clean caption and random MLM.
 """
 
 from __future__ import annotations

@@ -74,11 +74,12 @@ def run_stage(
     names = [n for n in source.done_names() if selection.takes(n) and _stale(source, target, n)]
     if max_shards is not None:
         names = names[:max_shards]
-    total = sum(source.marker(n).get("kept", 0) for n in names)
+    markers = {name: source.marker(name) for name in names}
+    total = sum(marker.get("kept", 0) for marker in markers.values())
     source_at, target_at = _absolute(source), _absolute(target)
     tasks = []
     for name in names:
-        fields = {"source_revision": source.marker(name).get("revision", 0)}
+        fields = {"source_revision": markers[name].get("revision", 0)}
         if target.is_done(name):  # made again: the stages after this one must follow
             fields["revision"] = target.marker(name).get("revision", 0) + 1
         tasks.append(partial(process_shard, source_at, target_at, name, fields, input_columns))
