@@ -74,6 +74,9 @@ class CaptionSamples(Dataset):
             raise ValueError(f"the training data has no column(s) {missing}; it has {dataset.column_names}")
         from datasets import Image as ImageFeature
 
+        # only the columns a sample is made of: a row access decodes every column it holds
+        keep = [image_column, *caption_columns] + ([id_column] if id_column in dataset.column_names else [])
+        dataset = dataset.select_columns(keep)
         if isinstance(dataset.features.get(image_column), ImageFeature):
             dataset = dataset.cast_column(image_column, ImageFeature(decode=False))  # decode (and fail) here
         self.dataset = dataset
@@ -110,7 +113,9 @@ class CaptionSamples(Dataset):
             where = cell.get("path") if isinstance(cell, dict) else None
             return {"skipped": f"row {row_index}{f' ({where})' if where else ''}: {error}"}
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+            # the CPU generator alone (what the transforms draw from): `torch.manual_seed` would also queue seeds
+            # for every accelerator backend, recording a stack trace each time (a third of a sample's load time)
+            torch.default_generator.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
             pixels = self.transform(image)
         person = row[self.id_column] if self.id_column is not None else row_index
         return {
