@@ -99,8 +99,9 @@ def test_two_processes_share_one_score_bank(data, tmp_path):
 
 
 def test_resume_mid_epoch_gives_the_same_weights(data, tmp_path):
+    # with the temperature annealed too: the resumed run must anneal from the step it resumes at
     common = dict(data=str(data["webperson"]), eval_split=None, test_split=None, epochs=2, save_every_steps=3,
-                  batch_size=4)
+                  batch_size=4, model_overrides={"temperature": 0.5}, final_temperature=0.05)
     full = _config(tmp_path / "full.yaml", output_dir=str(tmp_path / "full"), **common)
     part = _config(tmp_path / "part.yaml", output_dir=str(tmp_path / "part"), **common)
     launch = [str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "1", "training/pretrain.py"]
@@ -225,6 +226,35 @@ def test_schedule_warmup_then_cosine():
     assert factor(60) == pytest.approx(0.5) and factor(100) == pytest.approx(0.0, abs=1e-12)
     per_epoch = warmup_cosine(TrainingConfig(epochs=10, warmup_epochs=2, schedule_unit="epoch"), steps_per_epoch=10)
     assert per_epoch(5) == per_epoch(0) and per_epoch(15) == pytest.approx(0.55)
+
+
+def test_temperature_anneals_geometrically_to_final_temperature(data, tmp_path):
+    from training.pretrain import main
+
+    out = tmp_path / "anneal"
+    # 24 training images x 2 captions / batch 6 = 8 steps an epoch, 2 epochs: 16 steps from 0.6 to 0.1
+    main(["--config", str(_config(tmp_path / "c.yaml", data=str(data["webperson"]), output_dir=str(out),
+                                  batch_size=6, model_overrides={"temperature": 0.6}, final_temperature=0.1,
+                                  eval_split=None, test_split=None))])
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "temperature" in r]
+    total = max(r["step"] for r in steps)
+    assert total == 16 and len(steps) == 16
+    for record in steps:  # logged after the step: the temperature the next step uses, 0.6 * (1/6) ** (step / 16)
+        assert record["temperature"] == pytest.approx(0.6 * (0.1 / 0.6) ** (record["step"] / 16))
+    assert steps[7]["temperature"] == pytest.approx((0.6 * 0.1) ** 0.5)  # halfway: the geometric mean
+    saved = json.loads((out / "last" / "config.json").read_text())
+    assert saved["temperature"] == pytest.approx(0.1)
+
+
+def test_final_temperature_is_checked():
+    from training.config import TrainingConfig
+
+    assert TrainingConfig(final_temperature="5e-2").final_temperature == 0.05  # YAML's no-dot float
+    with pytest.raises(ValueError, match="final_temperature must be positive"):
+        TrainingConfig(final_temperature=0)
+    with pytest.raises(ValueError, match="final_temperature must be a number"):
+        TrainingConfig(final_temperature="low")
 
 
 def _card_paths(text):

@@ -28,6 +28,11 @@ class TrainingConfig:
     curves, loss weights; docs/method.md sections 3-6), see `objective_settings()`.
     Data: `data` is a WebPerson-schema data set (hub id, local folder or parquet files) for pretraining; for
     fine-tuning, `benchmark` and `data_root` name a benchmark loaded by `evaluation.benchmarks`.
+    Schedule: `warmup_epochs` / `warmup_start_factor` / `schedule_unit` shape the learning rate (docs/method.md
+    section 6); `final_temperature` (default `null`: the model's fixed `temperature` throughout, as in the paper)
+    anneals the similarity temperature geometrically from the model's `temperature` to this value over the run's
+    `epochs` (docs/method.md section 6): a from-scratch model leaves the initial contrastive plateau at a high
+    temperature, then a low one weighs the hard negatives.
     """
 
     objective: str = "gadms"
@@ -54,6 +59,7 @@ class TrainingConfig:
     warmup_epochs: float = 5.0
     warmup_start_factor: float = 0.1
     schedule_unit: str = "step"
+    final_temperature: float | None = None
     max_steps: int | None = None
     gradient_accumulation_steps: int = 1
     max_grad_norm: float | None = None
@@ -105,6 +111,15 @@ class TrainingConfig:
         for name in ("epochs", "batch_size", "gradient_accumulation_steps", "keep_last", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.final_temperature is not None:
+            if isinstance(self.final_temperature, str):  # YAML reads `5e-2` (no dot) as a string
+                try:
+                    self.final_temperature = float(self.final_temperature)
+                except ValueError:
+                    raise ValueError(f"final_temperature must be a number, got {self.final_temperature!r}") from None
+            if not self.final_temperature > 0:
+                raise ValueError(f"final_temperature must be positive (or null: the model's fixed temperature), "
+                                 f"got {self.final_temperature}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.image_size is not None and len(self.image_size) != 2:

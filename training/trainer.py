@@ -222,6 +222,23 @@ class Trainer:
         if self.score_bank is not None:
             self.accelerator.register_for_checkpointing(self.score_bank)
         self.log_file = self.output_dir / "log.jsonl"
+        self.initial_temperature = self.encoder().config.temperature
+        self.anneal_temperature(self.state.global_step)
+
+    def temperature_at(self, step: int) -> float:
+        """The similarity temperature of optimizer step `step`: the model's own, or with `final_temperature` set, the
+        geometric interpolation from it to `final_temperature` over `epochs` x steps per epoch (a function of the
+        step alone, so a resumed run anneals as an uninterrupted one; `max_steps` only stops the run early)."""
+        start, end = self.initial_temperature, self.config.final_temperature
+        if end is None:
+            return start
+        progress = min(step / max(self.steps_per_epoch * self.config.epochs, 1), 1.0)
+        return start * (end / start) ** progress
+
+    def anneal_temperature(self, step: int) -> None:
+        """Set the dual encoder's temperature for optimizer step `step` (see `temperature_at`)."""
+        if self.config.final_temperature is not None:
+            self.encoder().config.temperature = self.temperature_at(step)
 
     # -- setup helpers ------------------------------------------------------------------------------------
 
@@ -407,6 +424,7 @@ class Trainer:
                 if "input_ids" not in batch:
                     continue
                 generator = self.masks.for_step(self.state.global_step, micro_batch)
+                self.anneal_temperature(self.state.global_step)
                 micro_batch += 1
                 sample_index = batch.pop("sample_index")
                 with accelerator.accumulate(self.model):
@@ -424,6 +442,7 @@ class Trainer:
                 micro_batch = 0
                 self.state.global_step += 1
                 self.state.step_in_epoch += 1
+                self.anneal_temperature(self.state.global_step)  # what validation and a saved model see
                 progress.update(1)
                 lr = self.scheduler.get_last_lr()[0]
                 rate = seen / max(time.perf_counter() - started, 1e-9)
@@ -459,7 +478,8 @@ class Trainer:
     def _step_record(self, out, lr: float, rate: float, epoch: int) -> dict:
         terms = {k: getattr(out, k).item() for k in ("sdm_loss", "mtp_loss", "id_loss", "mlm_loss")
                  if getattr(out, k) is not None}
-        return {"loss": out.loss.item(), **terms, "lr": lr, "samples_per_s": rate, "epoch": epoch,
+        annealed = {"temperature": self.encoder().config.temperature} if self.config.final_temperature else {}
+        return {"loss": out.loss.item(), **terms, "lr": lr, **annealed, "samples_per_s": rate, "epoch": epoch,
                 "skipped_images": self.state.skipped_images}
 
     def _end_of_epoch(self, epoch: int, final: bool = False) -> dict:
