@@ -35,10 +35,11 @@ def run(command: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_output", help="working folder (default: demo_output)")
-    parser.add_argument("--identities", type=int, default=2000, help="synthetic persons (default: 2000)")
-    parser.add_argument("--split-fractions", default="0.85,0.05,0.10",
-                        help="identity fractions of train,validation,test (default: 0.85,0.05,0.10: 1700 train, "
-                             "100 validation and 200 test persons out of 2000)")
+    parser.add_argument("--identities", type=int, default=10000,
+                        help="synthetic persons (default: 10000: 9,600 for training, 200 for validation, 200 for test)")
+    parser.add_argument("--images-per-identity", type=int, default=2, help="pictures of each person (default: 2)")
+    parser.add_argument("--test-persons", type=int, default=200,
+                        help="held-out test persons, and as many validation persons (default: 200)")
     parser.add_argument("--config", default="configs/demo_cpu.yaml", help="training preset")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for training")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -50,14 +51,19 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
 
     marker = data / "synthetic_config.json"
-    fractions = [float(f) for f in args.split_fractions.split(",")]
-    wanted = {"num_identities": args.identities, "split_fractions": fractions}
+    if args.identities <= 2 * args.test_persons:
+        parser.error(f"--identities ({args.identities}) must exceed twice --test-persons ({args.test_persons}): "
+                     "validation and test persons are held out of training")
+    held = args.test_persons / args.identities
+    fractions = [round(1 - 2 * held, 8), round(held, 8), round(held, 8)]
+    wanted = {"num_identities": args.identities, "images_per_identity": args.images_per_identity,
+              "split_fractions": fractions}
     existing = json.loads(marker.read_text()) if marker.is_file() else {}
     if any(existing.get(key) != value for key, value in wanted.items()):
         shutil.rmtree(data, ignore_errors=True)
         run([sys.executable, "-m", "dataset_builders.synthetic", "--out", str(data), "--identities",
-             str(args.identities), "--images-per-identity", "4", "--image-size", "64x32", "--noise", "0.3",
-             "--split-fractions", args.split_fractions, "--seed", "0", "--no-progress"])
+             str(args.identities), "--images-per-identity", str(args.images_per_identity), "--image-size", "64x32",
+             "--noise", "0.3", "--split-fractions", ",".join(map(str, fractions)), "--seed", "0", "--no-progress"])
     shutil.rmtree(run_dir, ignore_errors=True)
     overrides = [item for o in args.overrides for item in ("--set", o)]
     run([str(bin_dir / "accelerate"), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
