@@ -1,6 +1,6 @@
 """The model `make demo` trains learns: a short run of the demo preset (configs/demo_cpu.yaml, the GA-DMS objective,
 the same tiny towers) on freshly generated synthetic persons lowers its loss and retrieves held-out persons far
-above chance.
+above chance; and the demo step's profile (benchmarks/profile_demo_step.py) accounts for the whole step.
 
 Chance here: 100 validation persons with 4 images each, so a random ranking puts one of the query's person's 4
 images first with probability 4 / 400 = 1% (R@1 = 1).
@@ -49,3 +49,26 @@ def test_validation_recall_rises_far_above_chance(run):
     first, last = recalls[0][1], recalls[-1][1]
     assert last >= 10.0, recalls  # 10x chance
     assert last > first, recalls
+
+
+def test_profile_demo_step_accounts_for_the_step():
+    """benchmarks/profile_demo_step.py: its parts are disjoint ranges of the step, so they add up to (almost) all
+    of it, and every part of the GA-DMS step was seen."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import launch_env
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "benchmarks/profile_demo_step.py", "--identities", "40", "--steps", "2",
+                             "--warmup", "1", "--threads", "1", "--set", "batch_size=16"], cwd=root, env=launch_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    parts = ["data", "vision tower", "text tower (noise view)", "text tower (MTP view)", "dual masking", "SDM loss",
+             "MTP decoder", "GASS scores", "backward", "optimizer", "score bank"]
+    assert all(figures[part] > 0 for part in parts), figures
+    total = sum(figures[part] for part in parts)
+    assert 0.8 * figures["ms_per_step"] <= total <= figures["ms_per_step"] * 1.001, (total, figures)
+    assert figures["batch_size"] == 16 and figures["threads"] == 1
