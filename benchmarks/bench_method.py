@@ -21,7 +21,7 @@ Usage:
 A full run trains each arm exactly as `make demo` trains its model: 2 epochs on 9,600 training persons x 2
 pictures (1,200 steps of 64; the second epoch's masks come from the first epoch's GASS scores), with the demo
 preset's temperature annealing (0.6 to 0.1); 200 persons are held out for validation (unused) and 200 for
-test. That is about 4 minutes a run and 75 minutes for the 18 runs on 2 cores. `--quick` trains on 4,600
+test. That is about 3.5 minutes a run and an hour for the 18 runs on 2 cores (3,767 s measured). `--quick` trains on 4,600
 persons (574 steps): a smoke run whose models have only just left the initial contrastive plateau.
 
 The last line printed is one JSON object: {"gain_r1", "gain_r1_noisy", "gass_noise_auc", "occlusion_noise_auc",
