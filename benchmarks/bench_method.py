@@ -21,8 +21,9 @@ Usage:
 A full run trains each arm exactly as `make demo` trains its model: 2 epochs on 9,600 training persons x 2
 pictures (1,200 steps of 64; the second epoch's masks come from the first epoch's GASS scores), with the demo
 preset's temperature annealing (0.6 to 0.1); 200 persons are held out for validation (unused) and 200 for
-test. That is about 3.5 minutes a run and an hour for the 18 runs on 2 cores (3,767 s measured). `--quick` trains on 4,600
-persons (574 steps): a smoke run whose models have only just left the initial contrastive plateau.
+test. That is about 3.5 minutes a run and an hour for the 18 runs on 2 cores (3,767 s measured). `--quick`
+trains on 4,600 persons (574 steps): a smoke run whose models have only just left the initial contrastive
+plateau.
 
 The last line printed is one JSON object: {"gain_r1", "gain_r1_noisy", "gass_noise_auc", "occlusion_noise_auc",
 "random_scores_gain_r1", "seeds", "noise", ...}, where `gain_r1` is mean(gadms) - mean(irra) test R@1 at the
@@ -159,8 +160,8 @@ def main() -> None:
     started = time.time()
     rows = []
     for noise in noises:
-        data = make_data(work / f"data_noise{noise}_{args.identities}x{args.images_per_identity}", noise, args.identities,
-                         fractions, args.images_per_identity)
+        folder = work / f"data_noise{noise}_{args.identities}x{args.images_per_identity}"
+        data = make_data(folder, noise, args.identities, fractions, args.images_per_identity)
         for seed in seeds:
             for arm in arms:
                 run_started = time.time()
