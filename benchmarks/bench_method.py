@@ -153,10 +153,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     work = Path(args.work)
-    if args.identities <= 2 * args.test_persons:
-        parser.error("--identities must exceed twice --test-persons (validation and test persons are held out)")
-    held = args.test_persons / args.identities
-    fractions = ",".join(f"{f:.8f}" for f in (1 - 2 * held, held, held))
+    from dataset_builders.synthetic import held_out_fractions
+
+    try:
+        fractions = ",".join(map(str, held_out_fractions(args.identities, args.test_persons)))
+    except ValueError as error:
+        parser.error(f"--identities / --test-persons: {error}")
     started = time.time()
     rows = []
     for noise in noises:

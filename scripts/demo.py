@@ -51,11 +51,12 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
 
     marker = data / "synthetic_config.json"
-    if args.identities <= 2 * args.test_persons:
-        parser.error(f"--identities ({args.identities}) must exceed twice --test-persons ({args.test_persons}): "
-                     "validation and test persons are held out of training")
-    held = args.test_persons / args.identities
-    fractions = [round(1 - 2 * held, 8), round(held, 8), round(held, 8)]
+    from dataset_builders.synthetic import held_out_fractions
+
+    try:
+        fractions = list(held_out_fractions(args.identities, args.test_persons))
+    except ValueError as error:
+        parser.error(f"--identities / --test-persons: {error}")
     wanted = {"num_identities": args.identities, "images_per_identity": args.images_per_identity,
               "split_fractions": fractions}
     existing = json.loads(marker.read_text()) if marker.is_file() else {}

@@ -90,3 +90,12 @@ def test_train_only_folder_trains_without_validation(folders, tmp_path):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log and not any(key.startswith(("val_", "test_")) for record in log for key in record)
     assert (out / "last" / "model.safetensors").is_file()
+
+
+def test_held_out_fractions_hold_out_that_many_persons():
+    from dataset_builders.synthetic import held_out_fractions
+
+    assert held_out_fractions(10000, 200) == (0.96, 0.02, 0.02)
+    assert held_out_fractions(12000, 200) == (0.96666667, 0.01666667, 0.01666667)
+    with pytest.raises(ValueError, match="400 identities must exceed twice the 200 held-out persons"):
+        held_out_fractions(400, 200)

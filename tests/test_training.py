@@ -251,6 +251,9 @@ def test_final_temperature_is_checked():
     from training.config import TrainingConfig
 
     assert TrainingConfig(final_temperature="5e-2").final_temperature == 0.05  # YAML's no-dot float
+    assert TrainingConfig(max_grad_norm="1e0").max_grad_norm == 1.0  # every field that is a number or null
+    steps = TrainingConfig(max_steps="1e3").max_steps
+    assert steps == 1000 and isinstance(steps, int)
     with pytest.raises(ValueError, match="final_temperature must be positive"):
         TrainingConfig(final_temperature=0)
     with pytest.raises(ValueError, match="final_temperature must be a number"):

@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 
 PRECISIONS = ("no", "bf16", "fp16")
+#: fields that are a number or null, by annotation (`from __future__ import annotations`: annotations are strings)
+_OPTIONAL_NUMBERS = {"int | None": int, "float | None": float}
 
 
 @dataclass
@@ -93,9 +95,11 @@ class TrainingConfig:
     def __post_init__(self):
         for f in fields(self):  # YAML reads `1e-4` (no dot) as a string: coerce numeric fields
             value = getattr(self, f.name)
-            if isinstance(value, str) and isinstance(f.default, (int, float)) and not isinstance(f.default, bool):
+            number = _OPTIONAL_NUMBERS.get(f.type) or (
+                type(f.default) if isinstance(f.default, (int, float)) and not isinstance(f.default, bool) else None)
+            if isinstance(value, str) and number is not None:
                 try:
-                    setattr(self, f.name, type(f.default)(float(value)) if isinstance(f.default, int) else float(value))
+                    setattr(self, f.name, number(float(value)))
                 except ValueError:
                     raise ValueError(f"{f.name} must be a number, got {value!r}") from None
         from modeling_gadms.configuration_gadms import RECIPES
@@ -111,15 +115,9 @@ class TrainingConfig:
         for name in ("epochs", "batch_size", "gradient_accumulation_steps", "keep_last", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.final_temperature is not None:
-            if isinstance(self.final_temperature, str):  # YAML reads `5e-2` (no dot) as a string
-                try:
-                    self.final_temperature = float(self.final_temperature)
-                except ValueError:
-                    raise ValueError(f"final_temperature must be a number, got {self.final_temperature!r}") from None
-            if not self.final_temperature > 0:
-                raise ValueError(f"final_temperature must be positive (or null: the model's fixed temperature), "
-                                 f"got {self.final_temperature}")
+        if self.final_temperature is not None and not self.final_temperature > 0:
+            raise ValueError(f"final_temperature must be positive (or null: the model's fixed temperature), "
+                             f"got {self.final_temperature}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.image_size is not None and len(self.image_size) != 2:

@@ -223,7 +223,6 @@ class Trainer:
             self.accelerator.register_for_checkpointing(self.score_bank)
         self.log_file = self.output_dir / "log.jsonl"
         self.initial_temperature = self.encoder().config.temperature
-        self.anneal_temperature(self.state.global_step)
 
     def temperature_at(self, step: int) -> float:
         """The similarity temperature of optimizer step `step`: the model's own, or with `final_temperature` set, the
@@ -401,6 +400,7 @@ class Trainer:
             config.save(self.output_dir / "training_config.yaml")
         accelerator.init_trackers("gadms", config={k: str(v) for k, v in config.to_dict().items()})
         total_steps = config.max_steps or self.steps_per_epoch * config.epochs
+        self.anneal_temperature(self.state.global_step)  # from the step a resumed run starts at; then after each step
         progress = tqdm(total=total_steps, initial=self.state.global_step, disable=not accelerator.is_main_process,
                         desc=f"{config.objective} training", dynamic_ncols=True)
         self.model.train()
@@ -424,7 +424,6 @@ class Trainer:
                 if "input_ids" not in batch:
                     continue
                 generator = self.masks.for_step(self.state.global_step, micro_batch)
-                self.anneal_temperature(self.state.global_step)
                 micro_batch += 1
                 sample_index = batch.pop("sample_index")
                 with accelerator.accumulate(self.model):
@@ -478,7 +477,7 @@ class Trainer:
     def _step_record(self, out, lr: float, rate: float, epoch: int) -> dict:
         terms = {k: getattr(out, k).item() for k in ("sdm_loss", "mtp_loss", "id_loss", "mlm_loss")
                  if getattr(out, k) is not None}
-        annealed = {"temperature": self.encoder().config.temperature} if self.config.final_temperature else {}
+        annealed = {} if self.config.final_temperature is None else {"temperature": self.encoder().config.temperature}
         return {"loss": out.loss.item(), **terms, "lr": lr, **annealed, "samples_per_s": rate, "epoch": epoch,
                 "skipped_images": self.state.skipped_images}
 

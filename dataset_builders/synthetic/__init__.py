@@ -17,7 +17,7 @@ Command line: ``python -m dataset_builders.synthetic --help``.
 """
 from .attributes import ATTRIBUTE_NAMES, PersonAttributes, sample_identities
 from .captions import NOISE_KINDS, Caption, NoiseEvent, make_caption, tokenize
-from .config import SPLITS, SyntheticPersonConfig
+from .config import SPLITS, SyntheticPersonConfig, held_out_fractions
 from .generator import generate_records, image_path
 from .hf import to_dataset_dict
 from .render import Scene, render_person, sample_scene
@@ -37,6 +37,7 @@ __all__ = [
     "WRITERS",
     "features",
     "generate_records",
+    "held_out_fractions",
     "image_path",
     "make_caption",
     "render_person",

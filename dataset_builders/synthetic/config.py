@@ -11,6 +11,20 @@ from .captions import NOISE_KINDS
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
+def held_out_fractions(num_identities: int, held_out: int) -> tuple[float, float, float]:
+    """``split_fractions`` that hold ``held_out`` persons out for validation and as many for test, the rest for
+    training (rounded to 8 decimals).
+
+    Raises:
+        ValueError: when ``num_identities`` does not exceed ``2 * held_out`` (nothing would be left to train on).
+    """
+    if num_identities <= 2 * held_out:
+        raise ValueError(f"{num_identities} identities must exceed twice the {held_out} held-out persons: validation "
+                         "and test persons are held out of training")
+    held = held_out / num_identities
+    return round(1 - 2 * held, 8), round(held, 8), round(held, 8)
+
+
 @dataclass(frozen=True)
 class SyntheticPersonConfig:
     """How many identities and images to draw, how big, how noisy, and how to split them.
