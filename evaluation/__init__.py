@@ -43,9 +43,11 @@ _LAZY = {
     "NoiseTokenAUC": "noise_tokens",
     "noise_token_auc": "noise_tokens",
     "noise_token_auc_of": "noise_tokens",
+    "noise_token_auc_ceiling": "noise_tokens",
     "noise_token_auc_on_split": "noise_tokens",
     "noise_token_labels": "noise_tokens",
     "noisy_captions": "noise_tokens",
+    "stored_score_report": "noise_tokens",
 }
 
 __all__ = [

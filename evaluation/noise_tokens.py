@@ -36,9 +36,11 @@ __all__ = [
     "noise_token_auc",
     "noise_token_auc_of",
     "noise_token_auc_on_split",
+    "noise_token_auc_ceiling",
     "noise_token_labels",
     "noisy_captions",
     "occlusion_scores",
+    "stored_score_report",
 ]
 
 METHODS = ("gass-paper", "gass-released", "occlusion")
@@ -113,6 +115,21 @@ def _encoder(model):
 def _tokenize(processor, texts: Sequence[str]) -> list[list[int]]:
     tokenizer = getattr(processor, "tokenizer", processor)
     return tokenizer(list(texts), padding=False, truncation=True, max_length=tokenizer.model_max_length)["input_ids"]
+
+
+def _labelled(processor, texts: Sequence[str], clean_texts: Sequence[str]):
+    """Each caption's token ids, noise labels and ordinary positions (not its first or last token)."""
+    if len(texts) != len(clean_texts):
+        raise ValueError(f"texts and clean_texts must be aligned, got {len(texts)} and {len(clean_texts)} items")
+    rows = []
+    for ids, clean in zip(_tokenize(processor, texts), _tokenize(processor, clean_texts)):
+        rows.append((ids, noise_token_labels(ids, clean), [0 < j < len(ids) - 1 for j in range(len(ids))]))
+    return rows
+
+
+def _mean_auc(values) -> tuple[float, int]:
+    values = [value for value in values if value is not None]
+    return (sum(values) / len(values) if values else float("nan")), len(values)
 
 
 def _pad(rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -238,3 +255,99 @@ def noise_token_auc_on_split(model, processor, table, method: str = "gass-paper"
         ValueError: when the split does not record clean captions.
     """
     return noise_token_auc_of(model, processor, *noisy_captions(table), method=method, **kwargs)
+
+
+def _word_membership(tokenizer, ids: Sequence[int], words: frozenset[str] | set[str]) -> list[bool]:
+    """Whether each token belongs to a word of `words` (lower case). A word split into several BPE tokens is
+    put back together first (CLIP marks a word's last token with `</w>`), and all its tokens get its answer."""
+    tokens = tokenizer.convert_ids_to_tokens(list(ids))
+    member, start = [False] * len(tokens), 0
+    for j, token in enumerate(tokens):
+        if token.endswith("</w>") or j == len(tokens) - 1:
+            word = "".join(tokens[start: j + 1]).replace("</w>", "").lower()
+            for k in range(start, j + 1):
+                member[k] = word in words
+            start = j + 1
+    return member
+
+
+def noise_token_auc_ceiling(processor, texts: Sequence[str], clean_texts: Sequence[str],
+                            descriptive_words) -> dict[str, float]:
+    """The noise-token AUC of two oracle token scores, which bound what a model's scores can reach on these
+    captions (docs/method.md section 13). Both know exactly which words describe the person
+    (`descriptive_words`, e.g. the synthetic set's `ATTRIBUTE_WORDS`):
+
+    - `"words"`: 1 for a token of a descriptive word, 0 for any other (articles, verbs, fillers, an irrelevant
+      sentence). A model that ignores everything but the person's description, and cannot tell that a described
+      colour is wrong: a wrong colour scores like a right one.
+    - `"image_aware"`: as `"words"`, and -1 for a descriptive word that is noise (a wrong colour): a model that
+      also checks each described attribute against the image.
+
+    Ties count one half, so the many clean tokens that describe nothing ("a", "is", "wearing") keep even the
+    oracles well below 1.
+
+    Returns:
+        `{"words": auc, "image_aware": auc, "captions": n}` over the captions with both noise and clean tokens.
+    """
+    tokenizer = getattr(processor, "tokenizer", processor)
+    words = frozenset(w.lower() for w in descriptive_words)
+    plain, aware = [], []
+    for ids, noise, valid in _labelled(processor, texts, clean_texts):
+        member = _word_membership(tokenizer, ids, words)
+        plain.append(noise_token_auc([float(m) for m in member], noise, valid))
+        aware.append(noise_token_auc([(-1.0 if n else 1.0) if m else 0.0 for m, n in zip(member, noise)], noise, valid))
+    (words_auc, count), (aware_auc, _) = _mean_auc(plain), _mean_auc(aware)
+    return {"words": words_auc, "image_aware": aware_auc, "captions": count}
+
+
+def stored_score_report(scores: torch.Tensor, processor, texts: Sequence[str], clean_texts: Sequence[str],
+                        settings: Any = None) -> dict[str, float]:
+    """How stored token scores, e.g. the GASS score bank's after an epoch, rank the noise of captions whose clean
+    versions are known, and how often each view of the dual masking (docs/method.md section 4) would mask a
+    noise token and a clean token with them.
+
+    Args:
+        scores: `[N, L]`, one row per caption: position `j` is token `j` of the caption as `processor` tokenizes it
+            (start token at 0), as the score bank stores it.
+        processor: the model's processor (or tokenizer).
+        texts, clean_texts: the N captions as trained on, and their clean versions; captions equal to their clean
+            version do not count.
+        settings: the objective settings (`GADMSObjectiveConfig`, with the `mask_*` curves); without them only the
+            AUC is given. With `mask_scores: shuffled` (the random-scores ablation) a token's chance is the mean of
+            its caption's, which is what a uniformly random shuffle gives each position.
+
+    Returns:
+        `{"auc", "captions"}`, and with `settings` the mean masking probability of noise and clean tokens in the
+        noise view (`noise_view_noise`, `noise_view_clean`) and the MTP view (`mtp_view_noise`, `mtp_view_clean`).
+    """
+    from modeling_gadms.masking import informative_mask_probability, noise_mask_probability
+
+    if scores.dim() != 2 or scores.shape[0] != len(texts):
+        raise ValueError(f"scores must have one row per caption, [{len(texts)}, L], got {tuple(scores.shape)}")
+    aucs, sums = [], {key: [0.0, 0] for key in ("noise_view_noise", "noise_view_clean", "mtp_view_noise",
+                                                  "mtp_view_clean")}
+    for row, (ids, noise, valid) in zip(scores.float(), _labelled(processor, texts, clean_texts)):
+        if not any(noise):
+            continue
+        width = min(len(ids), row.shape[0])
+        ids, noise, valid, row = ids[:width], noise[:width], valid[:width], row[:width].double()
+        aucs.append(noise_token_auc(row, noise, valid))
+        if settings is None:
+            continue
+        keep = torch.tensor(valid)
+        curves = {"noise_view": noise_mask_probability(row, settings.mask_alpha_noise, settings.mask_lambda,
+                                                       settings.mask_gamma_noise),
+                  "mtp_view": informative_mask_probability(row, settings.mask_alpha_informative,
+                                                           settings.mask_lambda, settings.mask_gamma_informative)}
+        for view, chance in curves.items():
+            if getattr(settings, "mask_scores", "gass") == "shuffled" and keep.any():
+                chance = torch.full_like(chance, float(chance[keep].mean()))
+            for kind, wanted in (("noise", True), ("clean", False)):
+                chosen = keep & (torch.tensor(noise) == wanted)
+                sums[f"{view}_{kind}"][0] += float(chance[chosen].sum())
+                sums[f"{view}_{kind}"][1] += int(chosen.sum())
+    auc, count = _mean_auc(aucs)
+    report = {"auc": auc, "captions": count}
+    if settings is not None:
+        report.update({key: (total / n if n else float("nan")) for key, (total, n) in sums.items()})
+    return report

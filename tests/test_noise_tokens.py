@@ -160,3 +160,77 @@ def test_shuffle_scores_permutes_each_row_among_its_eligible_positions():
     for seed in range(2000):
         counts[int(shuffle_scores(row, mask, torch.Generator().manual_seed(seed))[0, 1].item()) - 1] += 1
     assert (counts - 500).abs().max() < 80
+
+
+def _word_tokenizer(words):
+    from modeling_gadms.tokenization import build_tokenizer, merges_for_words
+
+    return build_tokenizer(merges_for_words(words))
+
+
+def test_ceiling_oracles_hand_computed():
+    from evaluation import noise_token_auc_ceiling
+
+    tokenizer = _word_tokenizer(["a", "man", "in", "red", "blue", "coat", "basically"])
+    # ordinary tokens: a man basically in a blue coat; noise: "basically" (filler) and "blue" (wrong colour)
+    clean, noisy = "a man in a red coat", "a man basically in a blue coat"
+    result = noise_token_auc_ceiling(tokenizer, [noisy], [clean], {"man", "red", "blue", "coat"})
+    # words: clean scores {a 0, man 1, in 0, a 0, coat 1}; against basically (0): 2 above + 3 ties = 3.5,
+    # against blue (1): 2 ties + 0 = 1; 4.5 of 10 pairs
+    assert result["words"] == pytest.approx(0.45)
+    # image-aware: blue scores -1, all 5 clean tokens above it: 3.5 + 5 of 10
+    assert result["image_aware"] == pytest.approx(0.85)
+    assert result["captions"] == 1
+    # a clean caption has no noise token and does not count
+    assert noise_token_auc_ceiling(tokenizer, [clean], [clean], {"man"})["captions"] == 0
+
+
+def test_ceiling_oracles_put_split_words_back_together():
+    from evaluation.noise_tokens import _word_membership
+
+    tokenizer = _word_tokenizer(["a", "red"])  # "coat" has no merges: it becomes several byte-level tokens
+    ids = tokenizer("a red coat")["input_ids"]
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    assert len(pieces) > 5  # SOT a red c o a t EOT (or similar)
+    member = _word_membership(tokenizer, ids, {"coat"})
+    assert member == [False, False, False] + [True] * (len(ids) - 4) + [False]
+
+
+def test_stored_score_report_hand_computed():
+    from types import SimpleNamespace
+
+    from evaluation import stored_score_report
+
+    tokenizer = _word_tokenizer(["a", "man", "in", "red", "coat", "basically"])
+    clean, noisy = "a man in a red coat", "a man basically in a red coat"
+    # positions: SOT a man basically in a red coat EOT (9); ordinary 1..7; noise at 3
+    scores = torch.tensor([[0.9, 0.2, 0.8, 0.1, 0.3, 0.2, 0.7, 0.9, 0.5, 0.0],
+                           [0.5] * 10])
+    settings = SimpleNamespace(mask_alpha_noise=0.6, mask_lambda=10.0, mask_gamma_noise=0.5,
+                               mask_alpha_informative=0.4, mask_gamma_informative=0.6, mask_scores="gass")
+    report = stored_score_report(scores, tokenizer, [noisy, clean], [clean, clean], settings)
+    assert report["captions"] == 1  # the clean caption does not count
+    # clean {0.2, 0.8, 0.3, 0.2, 0.7, 0.9} all above noise 0.1
+    assert report["auc"] == 1.0
+
+    def sigmoid(x):
+        return 1 / (1 + math.exp(-x))
+
+    clean_scores = [0.2, 0.8, 0.3, 0.2, 0.7, 0.9]
+    assert report["noise_view_noise"] == pytest.approx(0.6 * sigmoid(10 * (0.9 - 0.5)))
+    assert report["noise_view_clean"] == pytest.approx(
+        sum(0.6 * sigmoid(10 * ((1 - s) - 0.5)) for s in clean_scores) / 6)
+    assert report["mtp_view_noise"] == pytest.approx(0.4 * sigmoid(10 * (0.1 - 0.6)))
+    assert report["mtp_view_clean"] == pytest.approx(sum(0.4 * sigmoid(10 * (s - 0.6)) for s in clean_scores) / 6)
+    # shuffled scores: every token of the caption gets the caption's mean chance
+    settings.mask_scores = "shuffled"
+    shuffled = stored_score_report(scores[:1], tokenizer, [noisy], [clean], settings)
+    everything = clean_scores + [0.1]
+    mean_noise_view = sum(0.6 * sigmoid(10 * ((1 - s) - 0.5)) for s in everything) / 7
+    assert shuffled["noise_view_noise"] == pytest.approx(mean_noise_view)
+    assert shuffled["noise_view_clean"] == pytest.approx(mean_noise_view)
+    assert shuffled["auc"] == 1.0  # the AUC is of the stored scores themselves
+    # without settings: the AUC alone
+    assert set(stored_score_report(scores[:1], tokenizer, [noisy], [clean])) == {"auc", "captions"}
+    with pytest.raises(ValueError, match="one row per caption"):
+        stored_score_report(scores, tokenizer, [noisy], [clean])

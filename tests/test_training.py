@@ -86,7 +86,8 @@ def test_finetune_with_accelerate_launch(data, tmp_path):
 
 def test_two_processes_share_one_score_bank(data, tmp_path):
     config = _config(tmp_path / "c.yaml", data=str(data["webperson"]), output_dir=str(tmp_path / "ddp"), epochs=1,
-                     batch_size=4, eval_split=None, test_split=None)
+                     batch_size=4, eval_split=None, test_split=None, model_overrides={"temperature": 0.6},
+                     final_temperature=0.1)
     env_launch = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", "29533", "training/pretrain.py",
                   "--config", str(config)]
     result = subprocess.run(env_launch, cwd=REPO, env={**launch_env(), "ACCELERATE_USE_CPU": "true"}, capture_output=True,
@@ -96,6 +97,13 @@ def test_two_processes_share_one_score_bank(data, tmp_path):
     digests = results["score_bank_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
     assert results["score_bank_updated_rows"] > 0
+    # 24 training images x 2 captions / (2 processes x 4) = 6 steps: the schedules run their course in those 6
+    # steps, not in the 12 batches of the unsharded loader (the warm-up, cosine and temperature anneal end together)
+    log = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "lr" in r]
+    assert [r["step"] for r in steps] == list(range(1, 7))
+    assert steps[-1]["temperature"] == pytest.approx(0.1) and steps[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert steps[2]["temperature"] == pytest.approx(0.6 * (0.1 / 0.6) ** 0.5)
 
 
 def test_resume_mid_epoch_gives_the_same_weights(data, tmp_path):
@@ -245,6 +253,35 @@ def test_temperature_anneals_geometrically_to_final_temperature(data, tmp_path):
     assert steps[7]["temperature"] == pytest.approx((0.6 * 0.1) ** 0.5)  # halfway: the geometric mean
     saved = json.loads((out / "last" / "config.json").read_text())
     assert saved["temperature"] == pytest.approx(0.1)
+
+
+def test_each_epoch_reports_how_the_score_bank_ranks_the_recorded_noise(data, tmp_path):
+    """With clean captions in the training data, every epoch's record says how the score bank ranks the noise
+    tokens of the noisy training captions: the figures of `stored_score_report` on the bank as checkpointed."""
+    from datasets import load_dataset
+
+    from evaluation import stored_score_report
+    from modeling_gadms import GADMSObjectiveConfig, GADMSProcessor
+    from training.pretrain import main
+
+    out = tmp_path / "bank"
+    main(["--config", str(_config(tmp_path / "c.yaml", data=str(data["webperson"]), output_dir=str(out),
+                                  eval_split=None, test_split=None, keep_last=2))])
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    epochs = [r for r in log if "bank_auc" in r]
+    assert [r["epoch"] for r in epochs] == [0, 1]
+    train = load_dataset(str(data["webperson"]), split="train")
+    texts = [row[c] for row in train for c in ("caption1", "caption2")]
+    clean = [row[f"{c}_clean"] for row in train for c in ("caption1", "caption2")]
+    noisy = [i for i, (t, c) in enumerate(zip(texts, clean)) if t != c]
+    assert noisy and epochs[-1]["bank_captions"] == len(noisy)
+    bank = torch.load(out / "checkpoints" / "checkpoint-16" / "custom_checkpoint_2.pkl", weights_only=False)
+    expected = stored_score_report(bank["scores"][noisy], GADMSProcessor.from_pretrained(out / "last"),
+                                   [texts[i] for i in noisy], [clean[i] for i in noisy], GADMSObjectiveConfig())
+    for key, value in expected.items():
+        assert epochs[-1][f"bank_{key}"] == pytest.approx(value), key
+    assert 0.0 <= epochs[-1]["bank_auc"] <= 1.0
+    assert epochs[0]["bank_auc"] != epochs[-1]["bank_auc"]  # the second epoch rewrote the scores
 
 
 def test_final_temperature_is_checked():

@@ -74,6 +74,10 @@ class CaptionSamples(Dataset):
             raise ValueError(f"the training data has no column(s) {missing}; it has {dataset.column_names}")
         from datasets import Image as ImageFeature
 
+        # the captions before noise, where the data records them (`caption1_clean`, ...: the synthetic person set)
+        clean = [f"{c}_clean" for c in caption_columns]
+        self._clean_table = dataset.select_columns([*caption_columns, *clean]) \
+            if all(c in dataset.column_names for c in clean) else None
         # only the columns a sample is made of: a row access decodes every column it holds
         keep = [image_column, *caption_columns] + ([id_column] if id_column in dataset.column_names else [])
         dataset = dataset.select_columns(keep)
@@ -102,6 +106,17 @@ class CaptionSamples(Dataset):
     @property
     def num_identities(self) -> int:
         return len(self.identities) if self.identities is not None else len(self.dataset)
+
+    def captions_with_clean(self) -> tuple[list[str], list[str]] | None:
+        """Every sample's caption and that caption before noise, in sample order, when the data records clean
+        captions (a `<caption column>_clean` column for each caption column, as the synthetic person set has);
+        `None` otherwise."""
+        if self._clean_table is None:
+            return None
+        columns = {name: self._clean_table[name] for name in self._clean_table.column_names}
+        texts = [columns[c][row] for row in range(len(self._clean_table)) for c in self.caption_columns]
+        clean = [columns[f"{c}_clean"][row] for row in range(len(self._clean_table)) for c in self.caption_columns]
+        return texts, clean
 
     def __getitem__(self, index: int) -> dict:
         row_index, column = divmod(index, len(self.caption_columns))

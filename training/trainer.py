@@ -209,11 +209,15 @@ class Trainer:
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, betas=tuple(config.adam_betas),
                                      eps=config.adam_eps, weight_decay=config.weight_decay)
-        self.steps_per_epoch = max(len(loader) // config.gradient_accumulation_steps, 1)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config, self.steps_per_epoch))
+        # the scheduler counts in the whole data set's batches: under N processes accelerate steps it N times per
+        # optimizer step (each process takes one batch in N)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(config, max(len(loader) // config.gradient_accumulation_steps, 1)))
         self.model, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
             model, optimizer, loader, scheduler
         )
+        # optimizer steps per epoch: of this process's share of the batches (the prepared loader's)
+        self.steps_per_epoch = max(len(self.loader) // config.gradient_accumulation_steps, 1)
         # masks draw from their own stream, a function of (seed, process, step): nothing else that uses the global
         # RNG (data-loader iterators, evaluation) can shift them, and a resumed run draws the same masks
         self.masks = MaskStream(config.seed, self.accelerator.process_index)
@@ -495,11 +499,35 @@ class Trainer:
             self.accelerator.wait_for_everyone()
             metrics = _broadcast(metrics, self.accelerator)
             record.update({f"val_{k}": v for k, v in metrics.items()})
-            self.log(record)
             if metrics["R1"] > self.state.best_metric:
                 self.state.best_metric, self.state.best_epoch = metrics["R1"], epoch
                 self.save_model(self.output_dir / "best")
+        record.update(self._score_bank_noise())
+        if len(record) > 1 + ("step_in_epoch" in record):
+            self.log(record)
         return record
+
+    def _score_bank_noise(self) -> dict:
+        """Where the training data records clean captions (the synthetic person set): how the score bank ranks
+        the noise tokens of the noisy training captions (`bank_noise_auc`, docs/method.md section 13) and how often
+        each view of the dual masking masks noise and clean tokens with it (`bank_noise_view_noise`, ...), so that
+        a run shows whether its GASS scores find the noise, epoch by epoch. Main process; `{}` otherwise."""
+        if self.score_bank is None or not self.accelerator.is_main_process:
+            return {}
+        if not hasattr(self, "_noisy_samples"):
+            self._noisy_samples = None
+            pairs = self.train_samples.captions_with_clean()
+            if pairs is not None:
+                chosen = [i for i, (text, clean) in enumerate(zip(*pairs)) if text != clean]
+                self._noisy_samples = (chosen, [pairs[0][i] for i in chosen], [pairs[1][i] for i in chosen])
+        if not self._noisy_samples or not self._noisy_samples[0]:
+            return {}
+        from evaluation.noise_tokens import stored_score_report
+
+        indices, texts, clean = self._noisy_samples
+        report = stored_score_report(self.score_bank.get(torch.tensor(indices)), self.processor, texts, clean,
+                                     self.base_model().objective)
+        return {f"bank_{key}": value for key, value in report.items()}
 
     # -- exporting ----------------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ Example::
 Command line: ``python -m dataset_builders.synthetic --help``.
 """
 from .attributes import ATTRIBUTE_NAMES, PersonAttributes, sample_identities
-from .captions import NOISE_KINDS, Caption, NoiseEvent, make_caption, tokenize
+from .captions import ATTRIBUTE_WORDS, NOISE_KINDS, Caption, NoiseEvent, make_caption, tokenize
 from .config import SPLITS, SyntheticPersonConfig, held_out_fractions
 from .generator import generate_records, image_path
 from .hf import to_dataset_dict
@@ -26,6 +26,7 @@ from .writers import WRITERS, write_cuhk_pedes, write_webperson
 
 __all__ = [
     "ATTRIBUTE_NAMES",
+    "ATTRIBUTE_WORDS",
     "Caption",
     "HF_SPLIT_NAMES",
     "NOISE_KINDS",

@@ -110,6 +110,22 @@ FILLERS = (
     "kind of", "sort of", "basically", "actually", "like", "really", "just", "um", "you know", "somewhat",
 )
 
+def _words_of(*phrases: str) -> set[str]:
+    return {w for phrase in phrases for w in re.findall(r"[a-z]+", phrase.lower())}
+
+
+#: Every word a caption uses to describe the person's appearance (colours, garments, accessories, the subject's
+#: noun, age and build, hair), and nothing else: not the articles, verbs, pronouns and connectives that every
+#: caption shares, nor the words of the noise. The oracle of the noise-token AUC's ceiling (docs/method.md
+#: section 13): a token score that knew exactly which words describe the person.
+ATTRIBUTE_WORDS: frozenset[str] = frozenset(
+    _words_of(*COLOURS, *HAIR_COLOURS, *_GREY_SPELLINGS)
+    | _words_of(*(f"{key} {' '.join(names)}" for table in (_TOPS, _BOTTOMS, _SHOES, _NOUNS, _AGE_WORDS, _BODY_WORDS,
+                                                             _HAIR_LENGTH_WORDS) for key, names in table.items()))
+    | _words_of("hair", "bald head", "shaved head", "hat", "cap", "scarf", "glasses", "spectacles", "backpack",
+                "rucksack", "handbag", "shoulder bag", "purse")
+) - {"pair", "of", "in", "average"}  # "a pair of", "a coat in red"; "average" build goes unsaid
+
 _ARTICLE = re.compile(r"\b([Aa]) (?=[aeiouAEIOU])")
 _SPACE_PUNCT = re.compile(r" +([,.])")
 
