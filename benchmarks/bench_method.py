@@ -84,13 +84,23 @@ def train(arm: str, data: Path, seed: int, out: Path, config: str, epochs: int, 
     return out / "last"
 
 
+def bank_history(run_dir: Path) -> list[dict]:
+    """Per epoch, how the run's GASS score bank ranked the noise of its noisy training captions and how often the
+    noise view masked noise and clean tokens with it (the trainer's `bank_*` records; none for `irra`)."""
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [{key[len("bank_"):]: value for key, value in r.items() if key.startswith("bank_")} | {"epoch": r["epoch"]}
+            for r in records if "bank_auc" in r]
+
+
 def measure(model_dir: Path, data: Path) -> dict:
     """Test retrieval (all queries, noisy queries) and noise-token AUCs of a trained model."""
     import torch
     from transformers import AutoModel, AutoProcessor
 
     import modeling_gadms  # noqa: F401  (registers the Auto classes)
-    from evaluation import embed_images, embed_texts, noise_token_auc_of, noisy_captions, per_query_retrieval
+    from dataset_builders.synthetic import ATTRIBUTE_WORDS
+    from evaluation import (embed_images, embed_texts, noise_token_auc_ceiling, noise_token_auc_of, noisy_captions,
+                            per_query_retrieval)
     from evaluation.metrics import summarize_per_query
     from training.data import load_training_table
 
@@ -114,7 +124,31 @@ def measure(model_dir: Path, data: Path) -> dict:
     noisy_test = noisy_captions(test)  # decoded once for the three methods
     for method in ("gass-paper", "gass-released", "occlusion"):
         result[f"auc_{method}"] = noise_token_auc_of(model, processor, *noisy_test, method=method).auc
+    ceiling = noise_token_auc_ceiling(processor, *noisy_test[1:], ATTRIBUTE_WORDS)
+    result["auc_ceiling_words"], result["auc_ceiling_image_aware"] = ceiling["words"], ceiling["image_aware"]
     return result
+
+
+def run_one(arm: str, noise: float, seed: int, data: Path, out: Path, config: str, epochs: int,
+            max_steps: int | None, extra: list[str], threads: int) -> dict:
+    """Train and measure one (arm, noise, seed) run; in this process or in a worker of the pool."""
+    import torch
+
+    torch.set_num_threads(threads)
+    started = time.time()
+    figures = measure(train(arm, data, seed, out, config, epochs, max_steps, extra), data)
+    return {"arm": arm, "noise": noise, "seed": seed, **figures, "bank": bank_history(out),
+            "seconds": round(time.time() - started, 1)}
+
+
+def report(row: dict) -> None:
+    bank = row["bank"][-1] if row["bank"] else None
+    masks = (f" | bank AUC {bank['auc']:.3f}, noise view masks {bank['noise_view_noise']:.3f} of noise / "
+             f"{bank['noise_view_clean']:.3f} of clean tokens") if bank else ""
+    print(f"noise {row['noise']} seed {row['seed']} {row['arm']:6s}: R@1 {row['all']['R1']:5.2f} mAP "
+          f"{row['all']['mAP']:5.2f} | noisy queries R@1 {row['noisy']['R1']:5.2f} | AUC gass "
+          f"{row['auc_gass-paper']:.3f} / released {row['auc_gass-released']:.3f} / occlusion "
+          f"{row['auc_occlusion']:.3f}{masks} | {row['seconds']:.0f} s", flush=True)
 
 
 def mean(values) -> float:
@@ -138,7 +172,11 @@ def main() -> None:
     parser.add_argument("--config", default="configs/demo_cpu.yaml", help="training preset (default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="further training overrides for every arm")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="runs trained at once, each in its own process with threads / jobs torch threads "
+                             "(default: 2 on 2 or more cores: two 1-thread runs of this small model get more "
+                             "out of 2 cores than one 2-thread run; 1 runs everything in this process)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads in all")
     parser.add_argument("--work", default="bench_output/method", help="data and runs (default: %(default)s)")
     args = parser.parse_args()
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
@@ -149,9 +187,10 @@ def main() -> None:
         parser.error(f"unknown arm(s) {unknown}; choose from {sorted(ARMS)}")
     epochs, max_steps = args.epochs, args.max_steps
     args.identities = args.identities or (5000 if args.quick else 10000)
-    import torch
-
-    torch.set_num_threads(args.threads)
+    jobs = args.jobs or (2 if args.threads >= 2 else 1)
+    if jobs < 1 or args.threads < 1:
+        parser.error("--jobs and --threads must be at least 1")
+    threads = max(args.threads // jobs, 1)
     work = Path(args.work)
     from dataset_builders.synthetic import held_out_fractions
 
@@ -160,22 +199,27 @@ def main() -> None:
     except ValueError as error:
         parser.error(f"--identities / --test-persons: {error}")
     started = time.time()
-    rows = []
+    runs = []
     for noise in noises:
         folder = work / f"data_noise{noise}_{args.identities}x{args.images_per_identity}"
         data = make_data(folder, noise, args.identities, fractions, args.images_per_identity)
-        for seed in seeds:
-            for arm in arms:
-                run_started = time.time()
-                model_dir = train(arm, data, seed, work / f"run_{arm}_noise{noise}_seed{seed}", args.config, epochs,
-                                  max_steps, args.overrides)
-                figures = measure(model_dir, data)
-                rows.append({"arm": arm, "noise": noise, "seed": seed, **figures,
-                             "seconds": round(time.time() - run_started, 1)})
-                print(f"noise {noise} seed {seed} {arm:6s}: R@1 {figures['all']['R1']:5.2f} mAP "
-                      f"{figures['all']['mAP']:5.2f} | noisy queries R@1 {figures['noisy']['R1']:5.2f} | AUC gass "
-                      f"{figures['auc_gass-paper']:.3f} / released {figures['auc_gass-released']:.3f} / occlusion "
-                      f"{figures['auc_occlusion']:.3f} | {rows[-1]['seconds']:.0f} s", flush=True)
+        runs += [(arm, noise, seed, data, work / f"run_{arm}_noise{noise}_seed{seed}", args.config, epochs, max_steps,
+                  args.overrides, threads) for seed in seeds for arm in arms]
+    rows = []
+    if jobs == 1:
+        for run in runs:
+            rows.append(run_one(*run))
+            report(rows[-1])
+    else:  # independent runs in worker processes (spawned: no forked torch thread pools)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for future in as_completed([pool.submit(run_one, *run) for run in runs]):
+                rows.append(future.result())
+                report(rows[-1])
+    order = {(arm, noise, seed): i for i, (arm, noise, seed, *_) in enumerate(runs)}
+    rows.sort(key=lambda row: order[(row["arm"], row["noise"], row["seed"])])
 
     print("\n| noise | arm | R@1 | mAP | R@1 noisy queries | mAP noisy | GASS AUC (paper / released) | occlusion AUC |")
     print("|---|---|---|---|---|---|---|---|")
@@ -189,6 +233,8 @@ def main() -> None:
                 "auc_paper": mean(r["auc_gass-paper"] for r in runs),
                 "auc_released": mean(r["auc_gass-released"] for r in runs),
                 "auc_occlusion": mean(r["auc_occlusion"] for r in runs),
+                "auc_ceiling_words": mean(r["auc_ceiling_words"] for r in runs),
+                "auc_ceiling_image_aware": mean(r["auc_ceiling_image_aware"] for r in runs),
                 "R1_per_seed": [round(r["all"]["R1"], 2) for r in runs],
             }
             table[(noise, arm)] = cell
@@ -196,7 +242,26 @@ def main() -> None:
                   f"{cell['mAP_noisy']:.2f} | {cell['auc_paper']:.3f} / {cell['auc_released']:.3f} | "
                   f"{cell['auc_occlusion']:.3f} |")
 
+    print("\nGASS score bank on the noisy training captions, per epoch (mean over seeds): noise-token AUC, and the "
+          "chance that the noise view / the MTP view masks a noise token vs a clean token")
+    print("| noise | arm | epoch | bank AUC | noise view: noise / clean | MTP view: noise / clean |")
+    print("|---|---|---|---|---|---|")
+    banks = {}
+    for noise in noises:
+        for arm in arms:
+            histories = [r["bank"] for r in rows if r["arm"] == arm and r["noise"] == noise and r["bank"]]
+            for epoch in range(min((len(h) for h in histories), default=0)):
+                cell = {key: mean(h[epoch][key] for h in histories) for key in
+                        ("auc", "noise_view_noise", "noise_view_clean", "mtp_view_noise", "mtp_view_clean")}
+                banks.setdefault((noise, arm), []).append(cell)
+                print(f"| {noise} | {arm} | {epoch + 1} | {cell['auc']:.3f} | {cell['noise_view_noise']:.3f} / "
+                      f"{cell['noise_view_clean']:.3f} | {cell['mtp_view_noise']:.3f} / {cell['mtp_view_clean']:.3f} |")
     top = max(noises)
+    ceiling = {key: round(mean(r[f"auc_ceiling_{key}"] for r in rows if r["noise"] == top), 4)
+               for key in ("words", "image_aware")}
+    print(f"\nNoise-token AUC of oracle scores on the noisy test captions at noise {top}: {ceiling['words']:.3f} for "
+          f"scores that know which words describe the person, {ceiling['image_aware']:.3f} if they also see which "
+          "described colour is wrong (the ceiling of a token score; 0.5 is chance)")
 
     def gain(arm_a: str, arm_b: str, key: str = "R1") -> float | None:
         if (top, arm_a) not in table or (top, arm_b) not in table:
@@ -218,12 +283,18 @@ def main() -> None:
         "gass_noise_auc_released": round(gadms["auc_released"], 4) if gadms else None,
         "occlusion_noise_auc": round(gadms["auc_occlusion"], 4) if gadms else None,
         "random_scores_gain_r1": gain("gadms", "random"),
+        "noise_auc_ceiling": ceiling,
+        "bank_noise_auc_per_epoch": [round(cell["auc"], 4) for cell in banks.get((top, "gadms"), [])],
+        "noise_view_masks_noise_vs_clean": [round(banks[(top, "gadms")][-1][key], 4) for key in
+                                            ("noise_view_noise", "noise_view_clean")] if (top, "gadms") in banks else None,
         "seeds": seeds,
         "noise": noises,
         "epochs": epochs,
         "max_steps": max_steps,
         "runs": {f"{noise}/{arm}": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in cell.items()}
                  for (noise, arm), cell in table.items()},
+        "jobs": jobs,
+        "threads_per_job": threads,
         "seconds": round(time.time() - started, 1),
         "load_avg": round(os.getloadavg()[0], 2),
     }
