@@ -16,14 +16,19 @@ the model itself knows) on the noisy test captions.
 
 Usage:
     python benchmarks/bench_method.py            # 3 seeds x 2 noise levels x 3 arms
-    python benchmarks/bench_method.py --quick    # 1 seed, noise 0.5, half the persons (about 6 minutes on 2 cores)
+    python benchmarks/bench_method.py --quick    # 1 seed, noise 0.5, half the persons (5 minutes on 2 cores)
 
 A full run trains each arm exactly as `make demo` trains its model: 2 epochs on 9,600 training persons x 2
 pictures (1,200 steps of 64; the second epoch's masks come from the first epoch's GASS scores), with the demo
 preset's temperature annealing (0.6 to 0.1); 200 persons are held out for validation (unused) and 200 for
-test. That is about 3.5 minutes a run and an hour for the 18 runs on 2 cores (3,767 s measured). `--quick`
-trains on 4,600 persons (574 steps): a smoke run whose models have only just left the initial contrastive
-plateau.
+test. Runs go two at a time in worker processes of one thread each on 2 cores (`--jobs`): about 5 minutes
+a run, 44 minutes for the 18 (2,609 s measured). `--quick` trains on 4,600 persons (574 steps): a smoke run
+whose models have only just left the initial contrastive plateau.
+
+Each `gadms` / `random` run also reports how its GASS score bank ranked the noise of the noisy training
+captions after each epoch and how often each view masked noise vs clean tokens (the trainer's `bank_*`
+records), and every run the noise-token AUC of two oracle scores on the test captions
+(`noise_token_auc_ceiling`): the ceiling of any token score on this data.
 
 The last line printed is one JSON object: {"gain_r1", "gain_r1_noisy", "gass_noise_auc", "occlusion_noise_auc",
 "random_scores_gain_r1", "seeds", "noise", ...}, where `gain_r1` is mean(gadms) - mean(irra) test R@1 at the
@@ -85,11 +90,11 @@ def train(arm: str, data: Path, seed: int, out: Path, config: str, epochs: int, 
 
 
 def bank_history(run_dir: Path) -> list[dict]:
-    """Per epoch, how the run's GASS score bank ranked the noise of its noisy training captions and how often the
-    noise view masked noise and clean tokens with it (the trainer's `bank_*` records; none for `irra`)."""
+    """Per epoch, how the run's GASS score bank ranked the noise of its noisy training captions and how often
+    the noise view masked noise and clean tokens with it (the trainer's `bank_*` records; none for `irra`)."""
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    return [{key[len("bank_"):]: value for key, value in r.items() if key.startswith("bank_")} | {"epoch": r["epoch"]}
-            for r in records if "bank_auc" in r]
+    return [{key[len("bank_"):]: value for key, value in r.items() if key.startswith("bank_")}
+            | {"epoch": r["epoch"]} for r in records if "bank_auc" in r]
 
 
 def measure(model_dir: Path, data: Path) -> dict:
@@ -99,8 +104,8 @@ def measure(model_dir: Path, data: Path) -> dict:
 
     import modeling_gadms  # noqa: F401  (registers the Auto classes)
     from dataset_builders.synthetic import ATTRIBUTE_WORDS
-    from evaluation import (embed_images, embed_texts, noise_token_auc_ceiling, noise_token_auc_of, noisy_captions,
-                            per_query_retrieval)
+    from evaluation import (embed_images, embed_texts, noise_token_auc_ceiling, noise_token_auc_of,
+                            noisy_captions, per_query_retrieval)
     from evaluation.metrics import summarize_per_query
     from training.data import load_training_table
 
@@ -203,8 +208,8 @@ def main() -> None:
     for noise in noises:
         folder = work / f"data_noise{noise}_{args.identities}x{args.images_per_identity}"
         data = make_data(folder, noise, args.identities, fractions, args.images_per_identity)
-        runs += [(arm, noise, seed, data, work / f"run_{arm}_noise{noise}_seed{seed}", args.config, epochs, max_steps,
-                  args.overrides, threads) for seed in seeds for arm in arms]
+        runs += [(arm, noise, seed, data, work / f"run_{arm}_noise{noise}_seed{seed}", args.config, epochs,
+                  max_steps, args.overrides, threads) for seed in seeds for arm in arms]
     rows = []
     if jobs == 1:
         for run in runs:
@@ -242,8 +247,8 @@ def main() -> None:
                   f"{cell['mAP_noisy']:.2f} | {cell['auc_paper']:.3f} / {cell['auc_released']:.3f} | "
                   f"{cell['auc_occlusion']:.3f} |")
 
-    print("\nGASS score bank on the noisy training captions, per epoch (mean over seeds): noise-token AUC, and the "
-          "chance that the noise view / the MTP view masks a noise token vs a clean token")
+    print("\nGASS score bank on the noisy training captions, per epoch (mean over seeds): noise-token AUC, "
+          "and the chance that the noise view / the MTP view masks a noise token vs a clean token")
     print("| noise | arm | epoch | bank AUC | noise view: noise / clean | MTP view: noise / clean |")
     print("|---|---|---|---|---|---|")
     banks = {}
@@ -254,14 +259,16 @@ def main() -> None:
                 cell = {key: mean(h[epoch][key] for h in histories) for key in
                         ("auc", "noise_view_noise", "noise_view_clean", "mtp_view_noise", "mtp_view_clean")}
                 banks.setdefault((noise, arm), []).append(cell)
-                print(f"| {noise} | {arm} | {epoch + 1} | {cell['auc']:.3f} | {cell['noise_view_noise']:.3f} / "
-                      f"{cell['noise_view_clean']:.3f} | {cell['mtp_view_noise']:.3f} / {cell['mtp_view_clean']:.3f} |")
+                print(f"| {noise} | {arm} | {epoch + 1} | {cell['auc']:.3f} | "
+                      f"{cell['noise_view_noise']:.3f} / {cell['noise_view_clean']:.3f} | "
+                      f"{cell['mtp_view_noise']:.3f} / {cell['mtp_view_clean']:.3f} |")
     top = max(noises)
     ceiling = {key: round(mean(r[f"auc_ceiling_{key}"] for r in rows if r["noise"] == top), 4)
                for key in ("words", "image_aware")}
-    print(f"\nNoise-token AUC of oracle scores on the noisy test captions at noise {top}: {ceiling['words']:.3f} for "
-          f"scores that know which words describe the person, {ceiling['image_aware']:.3f} if they also see which "
-          "described colour is wrong (the ceiling of a token score; 0.5 is chance)")
+    print(f"\nNoise-token AUC of oracle scores on the noisy test captions at noise {top}: "
+          f"{ceiling['words']:.3f} for scores that know which words describe the person, "
+          f"{ceiling['image_aware']:.3f} if they also see which described colour is wrong "
+          "(the ceiling of a token score; 0.5 is chance)")
 
     def gain(arm_a: str, arm_b: str, key: str = "R1") -> float | None:
         if (top, arm_a) not in table or (top, arm_b) not in table:
@@ -285,8 +292,9 @@ def main() -> None:
         "random_scores_gain_r1": gain("gadms", "random"),
         "noise_auc_ceiling": ceiling,
         "bank_noise_auc_per_epoch": [round(cell["auc"], 4) for cell in banks.get((top, "gadms"), [])],
-        "noise_view_masks_noise_vs_clean": [round(banks[(top, "gadms")][-1][key], 4) for key in
-                                            ("noise_view_noise", "noise_view_clean")] if (top, "gadms") in banks else None,
+        "noise_view_masks_noise_vs_clean": (
+            [round(banks[(top, "gadms")][-1][key], 4) for key in ("noise_view_noise", "noise_view_clean")]
+            if (top, "gadms") in banks else None),
         "seeds": seeds,
         "noise": noises,
         "epochs": epochs,
