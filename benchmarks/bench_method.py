@@ -44,7 +44,6 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -61,17 +60,14 @@ ARMS = {
 }
 
 
-def make_data(folder: Path, noise: float, identities: int, fractions: str, images_per_identity: int = 2,
-              seed: int = 0) -> Path:
+def make_data(folder: Path, noise: float, identities: int, fractions: tuple[float, float, float],
+              images_per_identity: int = 2, seed: int = 0) -> Path:
     """The synthetic person set at one noise level (written once; the same persons and pictures at every level)."""
-    marker = folder / "synthetic_config.json"
-    if not marker.is_file():
-        subprocess.run([sys.executable, "-m", "dataset_builders.synthetic", "--out", str(folder), "--identities",
-                        str(identities), "--images-per-identity", str(images_per_identity), "--image-size", "64x32",
-                        "--noise", str(noise),
-                        "--split-fractions", fractions, "--seed", str(seed), "--no-progress"],
-                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    return folder
+    from dataset_builders.synthetic import SyntheticPersonConfig, webperson_folder
+
+    return webperson_folder(SyntheticPersonConfig(num_identities=identities, images_per_identity=images_per_identity,
+                                                  image_size=(64, 32), noise_rate=noise, split_fractions=fractions,
+                                                  seed=seed), folder)
 
 
 def train(arm: str, data: Path, seed: int, out: Path, config: str, epochs: int, max_steps: int | None,
@@ -200,7 +196,7 @@ def main() -> None:
     from dataset_builders.synthetic import held_out_fractions
 
     try:
-        fractions = ",".join(map(str, held_out_fractions(args.identities, args.test_persons)))
+        fractions = held_out_fractions(args.identities, args.test_persons)
     except ValueError as error:
         parser.error(f"--identities / --test-persons: {error}")
     started = time.time()

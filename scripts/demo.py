@@ -50,21 +50,17 @@ def main() -> None:
     data, run_dir = out / "data", out / "run"
     bin_dir = Path(sys.executable).parent
 
-    marker = data / "synthetic_config.json"
-    from dataset_builders.synthetic import held_out_fractions
+    from dataset_builders.synthetic import SyntheticPersonConfig, held_out_fractions, webperson_folder
 
     try:
-        fractions = list(held_out_fractions(args.identities, args.test_persons))
+        fractions = held_out_fractions(args.identities, args.test_persons)
     except ValueError as error:
         parser.error(f"--identities / --test-persons: {error}")
-    wanted = {"num_identities": args.identities, "images_per_identity": args.images_per_identity,
-              "split_fractions": fractions}
-    existing = json.loads(marker.read_text()) if marker.is_file() else {}
-    if any(existing.get(key) != value for key, value in wanted.items()):
-        shutil.rmtree(data, ignore_errors=True)
-        run([sys.executable, "-m", "dataset_builders.synthetic", "--out", str(data), "--identities",
-             str(args.identities), "--images-per-identity", str(args.images_per_identity), "--image-size", "64x32",
-             "--noise", "0.3", "--split-fractions", ",".join(map(str, fractions)), "--seed", "0", "--no-progress"])
+    synthetic = SyntheticPersonConfig(num_identities=args.identities, images_per_identity=args.images_per_identity,
+                                      image_size=(64, 32), noise_rate=0.3, split_fractions=fractions, seed=0)
+    print(f"synthetic person set ({args.identities} persons x {args.images_per_identity} pictures, 30% of "
+          f"captions noisy) in {data}", flush=True)
+    webperson_folder(synthetic, data)  # reused when it is already there
     shutil.rmtree(run_dir, ignore_errors=True)
     overrides = [item for o in args.overrides for item in ("--set", o)]
     run([str(bin_dir / "accelerate"), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",

@@ -491,3 +491,25 @@ def test_regenerated_folder_of_the_same_name_is_not_served_from_the_cache(tmp_pa
         loaded.append(datasets.load_dataset(str(folder), cache_dir=cache)["train"]["caption1"])
         assert loaded[-1] == [r["captions"][0] for r in generate_records(config, splits=["train"])]
     assert loaded[0] != loaded[1]
+
+
+def test_webperson_folder_writes_once_and_replaces_what_differs(tmp_path):
+    from dataset_builders.synthetic import SyntheticPersonConfig, webperson_folder
+
+    config = SyntheticPersonConfig(num_identities=6, images_per_identity=1, image_size=(32, 16), seed=2,
+                                   split_fractions=(0.5, 0.25, 0.25))
+    folder = webperson_folder(config, tmp_path / "d")
+    shards = sorted((folder / "data").iterdir())
+    stamps = [p.stat().st_mtime_ns for p in shards]
+    (folder / "data" / "kept.txt").write_text("reused folders are left as they are")
+    assert webperson_folder(config, folder) == folder  # the same settings: reused
+    assert (folder / "data" / "kept.txt").is_file() and [p.stat().st_mtime_ns for p in shards] == stamps
+    other = SyntheticPersonConfig(num_identities=6, images_per_identity=1, image_size=(32, 16), seed=3,
+                                  split_fractions=(0.5, 0.25, 0.25))
+    webperson_folder(other, folder)  # other settings: replaced
+    assert not (folder / "data" / "kept.txt").exists()
+    assert json.loads((folder / "synthetic_config.json").read_text())["seed"] == 3
+    (folder / "README.md").unlink()  # the card is written last: without it the writing was interrupted
+    (folder / "data" / "kept.txt").write_text("x")
+    webperson_folder(other, folder)
+    assert (folder / "README.md").is_file() and not (folder / "data" / "kept.txt").exists()

@@ -22,7 +22,7 @@ from .generator import generate_records, image_path
 from .hf import to_dataset_dict
 from .render import Scene, render_person, sample_scene
 from .schema import HF_SPLIT_NAMES, features
-from .writers import WRITERS, write_cuhk_pedes, write_webperson
+from .writers import WRITERS, webperson_folder, write_cuhk_pedes, write_webperson
 
 __all__ = [
     "ATTRIBUTE_NAMES",
@@ -46,6 +46,7 @@ __all__ = [
     "sample_scene",
     "to_dataset_dict",
     "tokenize",
+    "webperson_folder",
     "write_cuhk_pedes",
     "write_webperson",
 ]

@@ -107,6 +107,23 @@ def write_webperson(config: SyntheticPersonConfig, out_dir: str | Path, *,
     return out
 
 
+def webperson_folder(config: SyntheticPersonConfig, out_dir: str | Path, *, progress: bool = False) -> Path:
+    """The data set of ``config`` in the WebPerson format at ``out_dir``, written only when needed.
+
+    A folder that already holds exactly this data set (its ``synthetic_config.json`` equals ``config`` and its
+    card, written last, is there) is reused as it is; an earlier synthetic data set with other settings, or one
+    whose writing was interrupted, is replaced. What ``make demo`` and ``benchmarks/bench_method.py`` call.
+    """
+    out = Path(out_dir)
+    try:
+        existing = json.loads((out / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        existing = None
+    if existing == config.to_dict() and (out / "README.md").is_file():
+        return out
+    return write_webperson(config, out, overwrite=True, progress=progress)
+
+
 def write_cuhk_pedes(config: SyntheticPersonConfig, out_dir: str | Path, *, overwrite: bool = False,
                      progress: bool = False) -> Path:
     """Write the data set in the CUHK-PEDES format (``reid_raw.json`` + ``imgs/``) and return the folder.
