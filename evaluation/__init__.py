@@ -41,6 +41,7 @@ _LAZY = {
     "embed_texts": "embedding",
     "open_image": "embedding",
     "NoiseTokenAUC": "noise_tokens",
+    "label_noise_tokens": "noise_tokens",
     "noise_token_auc": "noise_tokens",
     "noise_token_auc_of": "noise_tokens",
     "noise_token_auc_ceiling": "noise_tokens",

@@ -37,6 +37,7 @@ __all__ = [
     "noise_token_auc_of",
     "noise_token_auc_on_split",
     "noise_token_auc_ceiling",
+    "label_noise_tokens",
     "noise_token_labels",
     "noisy_captions",
     "occlusion_scores",
@@ -117,8 +118,10 @@ def _tokenize(processor, texts: Sequence[str]) -> list[list[int]]:
     return tokenizer(list(texts), padding=False, truncation=True, max_length=tokenizer.model_max_length)["input_ids"]
 
 
-def _labelled(processor, texts: Sequence[str], clean_texts: Sequence[str]):
-    """Each caption's token ids, noise labels and ordinary positions (not its first or last token)."""
+def label_noise_tokens(processor, texts: Sequence[str], clean_texts: Sequence[str]) -> list[tuple]:
+    """Each caption's `(token ids, noise labels, ordinary positions)`: the ids as `processor` tokenizes it, which
+    positions [`noise_token_labels`] calls noise, and which positions count (not the first or last token).
+    Computed once, they can be given to [`stored_score_report`] again and again (`labels=`)."""
     if len(texts) != len(clean_texts):
         raise ValueError(f"texts and clean_texts must be aligned, got {len(texts)} and {len(clean_texts)} items")
     rows = []
@@ -292,7 +295,7 @@ def noise_token_auc_ceiling(processor, texts: Sequence[str], clean_texts: Sequen
     tokenizer = getattr(processor, "tokenizer", processor)
     words = frozenset(w.lower() for w in descriptive_words)
     plain, aware = [], []
-    for ids, noise, valid in _labelled(processor, texts, clean_texts):
+    for ids, noise, valid in label_noise_tokens(processor, texts, clean_texts):
         member = _word_membership(tokenizer, ids, words)
         plain.append(noise_token_auc([float(m) for m in member], noise, valid))
         aware.append(noise_token_auc([(-1.0 if n else 1.0) if m else 0.0 for m, n in zip(member, noise)], noise, valid))
@@ -300,8 +303,9 @@ def noise_token_auc_ceiling(processor, texts: Sequence[str], clean_texts: Sequen
     return {"words": words_auc, "image_aware": aware_auc, "captions": count}
 
 
-def stored_score_report(scores: torch.Tensor, processor, texts: Sequence[str], clean_texts: Sequence[str],
-                        settings: Any = None) -> dict[str, float]:
+def stored_score_report(scores: torch.Tensor, processor, texts: Sequence[str] | None,
+                        clean_texts: Sequence[str] | None, settings: Any = None,
+                        labels: Sequence[tuple] | None = None) -> dict[str, float]:
     """How stored token scores, e.g. the GASS score bank's after an epoch, rank the noise of captions whose clean
     versions are known, and how often each view of the dual masking (docs/method.md section 4) would mask a
     noise token and a clean token with them.
@@ -315,6 +319,8 @@ def stored_score_report(scores: torch.Tensor, processor, texts: Sequence[str], c
         settings: the objective settings (`GADMSObjectiveConfig`, with the `mask_*` curves); without them only the
             AUC is given. With `mask_scores: shuffled` (the random-scores ablation) a token's chance is the mean of
             its caption's, which is what a uniformly random shuffle gives each position.
+        labels: [`label_noise_tokens`] of the captions, computed earlier (then `texts` and `clean_texts` are not
+            read; tokenizing and diffing is most of the cost when the same captions are scored every epoch).
 
     Returns:
         `{"auc", "captions"}`, and with `settings` the mean masking probability of noise and clean tokens in the
@@ -322,11 +328,13 @@ def stored_score_report(scores: torch.Tensor, processor, texts: Sequence[str], c
     """
     from modeling_gadms.masking import informative_mask_probability, noise_mask_probability
 
-    if scores.dim() != 2 or scores.shape[0] != len(texts):
-        raise ValueError(f"scores must have one row per caption, [{len(texts)}, L], got {tuple(scores.shape)}")
+    if labels is None:
+        labels = label_noise_tokens(processor, texts, clean_texts)
+    if scores.dim() != 2 or scores.shape[0] != len(labels):
+        raise ValueError(f"scores must have one row per caption, [{len(labels)}, L], got {tuple(scores.shape)}")
     aucs, sums = [], {key: [0.0, 0] for key in ("noise_view_noise", "noise_view_clean", "mtp_view_noise",
                                                   "mtp_view_clean")}
-    for row, (ids, noise, valid) in zip(scores.float(), _labelled(processor, texts, clean_texts)):
+    for row, (ids, noise, valid) in zip(scores.float(), labels):
         if not any(noise):
             continue
         width = min(len(ids), row.shape[0])

@@ -230,6 +230,13 @@ def test_stored_score_report_hand_computed():
     assert shuffled["noise_view_noise"] == pytest.approx(mean_noise_view)
     assert shuffled["noise_view_clean"] == pytest.approx(mean_noise_view)
     assert shuffled["auc"] == 1.0  # the AUC is of the stored scores themselves
+    # labels computed once give the same report without the captions
+    from evaluation import label_noise_tokens
+
+    labels = label_noise_tokens(tokenizer, [noisy, clean], [clean, clean])
+    assert labels[0][1] == [False, False, False, True, False, False, False, False, False]  # "basically"
+    settings.mask_scores = "gass"
+    assert stored_score_report(scores, tokenizer, None, None, settings, labels=labels) == report
     # without settings: the AUC alone
     assert set(stored_score_report(scores[:1], tokenizer, [noisy], [clean])) == {"auc", "captions"}
     with pytest.raises(ValueError, match="one row per caption"):

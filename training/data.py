@@ -113,9 +113,10 @@ class CaptionSamples(Dataset):
         `None` otherwise."""
         if self._clean_table is None:
             return None
-        columns = {name: self._clean_table[name] for name in self._clean_table.column_names}
-        texts = [columns[c][row] for row in range(len(self._clean_table)) for c in self.caption_columns]
-        clean = [columns[f"{c}_clean"][row] for row in range(len(self._clean_table)) for c in self.caption_columns]
+        columns = self._clean_table.to_dict()  # whole columns at once: indexing a column row by row is slow
+        rows = range(len(self._clean_table))
+        texts = [columns[c][row] for row in rows for c in self.caption_columns]
+        clean = [columns[f"{c}_clean"][row] for row in rows for c in self.caption_columns]
         return texts, clean
 
     def __getitem__(self, index: int) -> dict:

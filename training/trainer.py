@@ -518,15 +518,19 @@ class Trainer:
             self._noisy_samples = None
             pairs = self.train_samples.captions_with_clean()
             if pairs is not None:
+                from evaluation.noise_tokens import label_noise_tokens
+
                 chosen = [i for i, (text, clean) in enumerate(zip(*pairs)) if text != clean]
-                self._noisy_samples = (chosen, [pairs[0][i] for i in chosen], [pairs[1][i] for i in chosen])
+                labels = label_noise_tokens(self.processor, [pairs[0][i] for i in chosen],
+                                            [pairs[1][i] for i in chosen])  # once: the captions do not change
+                self._noisy_samples = (chosen, labels)
         if not self._noisy_samples or not self._noisy_samples[0]:
             return {}
         from evaluation.noise_tokens import stored_score_report
 
-        indices, texts, clean = self._noisy_samples
-        report = stored_score_report(self.score_bank.get(torch.tensor(indices)), self.processor, texts, clean,
-                                     self.base_model().objective)
+        indices, labels = self._noisy_samples
+        report = stored_score_report(self.score_bank.get(torch.tensor(indices)), self.processor, None, None,
+                                     self.base_model().objective, labels=labels)
         return {f"bank_{key}": value for key, value in report.items()}
 
     # -- exporting ----------------------------------------------------------------------------------------
