@@ -263,11 +263,13 @@ def noise_token_auc_on_split(model, processor, table, method: str = "gass-paper"
 def _word_membership(tokenizer, ids: Sequence[int], words: frozenset[str] | set[str]) -> list[bool]:
     """Whether each token belongs to a word of `words` (lower case). A word split into several BPE tokens is
     put back together first (CLIP marks a word's last token with `</w>`), and all its tokens get its answer."""
+    from modeling_gadms.tokenization import END_OF_WORD
+
     tokens = tokenizer.convert_ids_to_tokens(list(ids))
     member, start = [False] * len(tokens), 0
     for j, token in enumerate(tokens):
-        if token.endswith("</w>") or j == len(tokens) - 1:
-            word = "".join(tokens[start: j + 1]).replace("</w>", "").lower()
+        if token.endswith(END_OF_WORD) or j == len(tokens) - 1:
+            word = "".join(tokens[start: j + 1]).replace(END_OF_WORD, "").lower()
             for k in range(start, j + 1):
                 member[k] = word in words
             start = j + 1
@@ -338,11 +340,10 @@ def stored_score_report(scores: torch.Tensor, processor, texts: Sequence[str] | 
         if not any(noise):
             continue
         width = min(len(ids), row.shape[0])
-        ids, noise, valid, row = ids[:width], noise[:width], valid[:width], row[:width].double()
-        aucs.append(noise_token_auc(row, noise, valid))
+        is_noise, keep, row = torch.tensor(noise[:width]), torch.tensor(valid[:width]), row[:width].double()
+        aucs.append(noise_token_auc(row, is_noise, keep))
         if settings is None:
             continue
-        keep = torch.tensor(valid)
         curves = {"noise_view": noise_mask_probability(row, settings.mask_alpha_noise, settings.mask_lambda,
                                                        settings.mask_gamma_noise),
                   "mtp_view": informative_mask_probability(row, settings.mask_alpha_informative,
@@ -350,8 +351,7 @@ def stored_score_report(scores: torch.Tensor, processor, texts: Sequence[str] | 
         for view, chance in curves.items():
             if getattr(settings, "mask_scores", "gass") == "shuffled" and keep.any():
                 chance = torch.full_like(chance, float(chance[keep].mean()))
-            for kind, wanted in (("noise", True), ("clean", False)):
-                chosen = keep & (torch.tensor(noise) == wanted)
+            for kind, chosen in (("noise", keep & is_noise), ("clean", keep & ~is_noise)):
                 sums[f"{view}_{kind}"][0] += float(chance[chosen].sum())
                 sums[f"{view}_{kind}"][1] += int(chosen.sum())
     auc, count = _mean_auc(aucs)

@@ -503,14 +503,14 @@ class Trainer:
                 self.state.best_metric, self.state.best_epoch = metrics["R1"], epoch
                 self.save_model(self.output_dir / "best")
         record.update(self._score_bank_noise())
-        if len(record) > 1 + ("step_in_epoch" in record):
+        if set(record) - {"epoch", "step_in_epoch"}:  # validation or score-bank figures to log
             self.log(record)
         return record
 
     def _score_bank_noise(self) -> dict:
         """Where the training data records clean captions (the synthetic person set): how the score bank ranks
-        the noise tokens of the noisy training captions (`bank_noise_auc`, docs/method.md section 13) and how often
-        each view of the dual masking masks noise and clean tokens with it (`bank_noise_view_noise`, ...), so that
+        the noise tokens of the noisy training captions (`bank_auc`, docs/method.md section 13) and how often each
+        view of the dual masking masks noise and clean tokens with it (`bank_noise_view_noise`, ...), so that
         a run shows whether its GASS scores find the noise, epoch by epoch. Main process; `{}` otherwise."""
         if self.score_bank is None or not self.accelerator.is_main_process:
             return {}
