@@ -101,7 +101,7 @@ def run(args, workdir: Path) -> dict:
                                       image_size=(height, width), noise_rate=0.3, seed=0)
     folder = write_webperson(synthetic, workdir / "data")
     table = load_training_table(str(folder), config.data_split)
-    samples = CaptionSamples(table, transform_for(config), seed=config.seed)
+    samples = CaptionSamples(table, transform_for(config), seed=config.seed, image_cache_mb=config.image_cache_mb)
     captions = list(table["caption1"]) + list(table["caption2"]) if config.model == "tiny" else None
     torch.manual_seed(config.seed)
     model, processor = build_model(config, captions=captions)
@@ -110,7 +110,8 @@ def run(args, workdir: Path) -> dict:
 
     sampler = EpochSampler(len(samples), seed=config.seed)
     loader = DataLoader(samples, batch_size=config.batch_size, sampler=sampler,
-                        num_workers=config.num_workers, collate_fn=Collator(processor), drop_last=True,
+                        num_workers=config.num_workers, collate_fn=Collator(processor, padding=config.text_padding, pixel_transform=samples.batch_transform),
+                        drop_last=True,
                         generator=torch.Generator().manual_seed(config.seed), persistent_workers=False)
     if len(loader) < 2:
         raise SystemExit(f"{len(samples)} samples make {len(loader)} batch(es) of {config.batch_size}: "

@@ -96,7 +96,8 @@ def main() -> None:
                                            "test_split=null", *args.overrides])
         set_seed(config.seed)
         table = load_training_table(config.data, "train")
-        samples = CaptionSamples(table, transform_for(config), seed=config.seed)
+        samples = CaptionSamples(table, transform_for(config), seed=config.seed,
+                                 image_cache_mb=config.image_cache_mb)
         model, processor = build_model(config, captions=list(table["caption1"]) + list(table["caption2"]))
         trainer = Trainer(config, model, processor, samples)
         instrument(trainer.base_model())

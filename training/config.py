@@ -35,6 +35,9 @@ class TrainingConfig:
     anneals the similarity temperature geometrically from the model's `temperature` to this value over the run's
     `epochs` (docs/method.md section 6): a from-scratch model leaves the initial contrastive plateau at a high
     temperature, then a low one weighs the hard negatives.
+    Data loading: `num_workers` data-loader processes; `image_cache_mb` (default 0: off) keeps decoded, resized
+    training images in memory up to that many MiB per process and worker, for data sets small enough to fit
+    (the CPU demo's 19,200 images at 64x32 take 113 MiB); the pixels are the same with or without it.
     """
 
     objective: str = "gadms"
@@ -72,6 +75,7 @@ class TrainingConfig:
     augment_pad: int = 10
     random_erasing: float = 0.5
     num_workers: int = 0
+    image_cache_mb: float = 0
     seed: int = 42
 
     output_dir: str = "outputs/run"

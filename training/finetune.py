@@ -56,7 +56,7 @@ def main(argv=None) -> dict:
     if config.max_train_samples:
         train = train.select(range(min(config.max_train_samples, len(train))))
     samples = CaptionSamples(train, transform_for(config), caption_columns=("caption",), id_column="label",
-                             seed=config.seed)
+                             seed=config.seed, image_cache_mb=config.image_cache_mb)
     captions = list(train["caption"]) if config.model == "tiny" else None
     model, processor = build_model(config, captions=captions, num_identities=max(samples.identities) + 1)
     eval_split = evaluation_view(splits["validation"]) if config.eval_split and "validation" in splits else None

@@ -53,7 +53,7 @@ def main(argv=None) -> dict:
     table = load_training_table(config.data, config.data_split)
     if config.max_train_samples:
         table = table.select(range(min(config.max_train_samples, len(table))))
-    samples = CaptionSamples(table, transform_for(config), seed=config.seed)
+    samples = CaptionSamples(table, transform_for(config), seed=config.seed, image_cache_mb=config.image_cache_mb)
     captions = list(table["caption1"]) + list(table["caption2"]) if config.model == "tiny" else None
     model, processor = build_model(config, captions=captions)
     try:

@@ -201,7 +201,8 @@ class Trainer:
             batch_size=config.batch_size,
             sampler=self.sampler,
             num_workers=config.num_workers,
-            collate_fn=collator or Collator(processor, padding=config.text_padding),
+            collate_fn=collator or Collator(processor, padding=config.text_padding,
+                                            pixel_transform=getattr(train_samples, "batch_transform", None)),
             drop_last=True,
             generator=torch.Generator().manual_seed(config.seed),  # iterator creation never touches the global RNG
             persistent_workers=False,
