@@ -110,7 +110,9 @@ def run(args, workdir: Path) -> dict:
 
     sampler = EpochSampler(len(samples), seed=config.seed)
     loader = DataLoader(samples, batch_size=config.batch_size, sampler=sampler,
-                        num_workers=config.num_workers, collate_fn=Collator(processor, padding=config.text_padding, pixel_transform=samples.batch_transform),
+                        num_workers=config.num_workers,
+                        collate_fn=Collator(processor, padding=config.text_padding,
+                                            pixel_transform=samples.batch_transform),
                         drop_last=True,
                         generator=torch.Generator().manual_seed(config.seed), persistent_workers=False)
     if len(loader) < 2:

@@ -75,6 +75,8 @@ def test_split_transform_gives_the_one_piece_pipelines_pixels(pad, erasing):
     # with no augmentation the uint8 pixels go unconverted to the collator
     plain = CaptionSamples(table, training_transform(HEIGHT, WIDTH, augment=False))
     assert plain[0]["pixel_values"].dtype == torch.uint8
+    with pytest.raises(ValueError, match="pixel_transform=samples.batch_transform"):
+        Collator(_FakeProcessor())([plain[0]])
     whole = training_transform(HEIGHT, WIDTH, augment=False)(Image.open(io.BytesIO(_jpeg(0))))
     assert torch.allclose(Collator(_FakeProcessor(), pixel_transform=plain.batch_transform)(
         [plain[0]])["pixel_values"][0], whole)

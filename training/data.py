@@ -226,6 +226,9 @@ class Collator:
         pixels = torch.stack([item["pixel_values"] for item in kept])
         if self.pixel_transform is not None:
             pixels = self.pixel_transform(pixels)
+        elif not pixels.is_floating_point():
+            raise ValueError(f"the samples' pixels are {pixels.dtype}, not normalised: give the collator "
+                             "pixel_transform=samples.batch_transform (the training transform's `batch` part)")
         batch.update(
             pixel_values=pixels,
             input_ids=text["input_ids"],
