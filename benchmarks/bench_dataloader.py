@@ -3,8 +3,10 @@
 Data path: `CaptionSamples` over a WebPerson-format synthetic set (parquet with embedded JPEGs, loaded with
 `training.data.load_training_table`) through a `torch.utils.data.DataLoader` built as `training/trainer.py`
 builds it (`EpochSampler`, the project's `Collator`, `drop_last`, the preset's `batch_size` and
-`num_workers`): row read, JPEG decode, torchvision v2 augmentation (`transform_for(config)`), tokenization
-and collation. Each repetition is one epoch of the loader (a new `set_epoch`): its first batch is not timed
+`num_workers`, its `image_cache_mb`): row read, JPEG decode and resize, torchvision v2 augmentation
+(`transform_for(config)`), tokenization and collation with the batch's normalisation. With the preset's image
+cache on (the demo's), the untimed warm-up epoch fills it and the timed epochs read prepared images from
+memory, as the demo's second epoch does (its first decodes each picture once). Each repetition is one epoch of the loader (a new `set_epoch`): its first batch is not timed
 (it includes starting the workers when `num_workers > 0`), the rest are; figure: images per second.
 
 Model step: the preset's model, built by `training.trainer.build_model` from the same YAML (`load_config`),
@@ -191,6 +193,7 @@ def run(args, workdir: Path) -> dict:
         "model_samples_per_s": round(model_rate, 1),
         "batch": config.batch_size,
         "num_workers": config.num_workers,
+        "image_cache_mb": config.image_cache_mb,
         "target": TARGET,
         "meets_target": ratio >= TARGET,
         "data_over_model_paired_median": round(paired, 3),

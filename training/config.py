@@ -36,8 +36,9 @@ class TrainingConfig:
     `epochs` (docs/method.md section 6): a from-scratch model leaves the initial contrastive plateau at a high
     temperature, then a low one weighs the hard negatives.
     Data loading: `num_workers` data-loader processes; `image_cache_mb` (default 0: off) keeps decoded, resized
-    training images in memory up to that many MiB per process and worker, for data sets small enough to fit
-    (the CPU demo's 19,200 images at 64x32 take 113 MiB); the pixels are the same with or without it.
+    training images in memory up to that many MiB per process and worker (a worker's for one epoch), for data
+    sets small enough to fit (the CPU demo's 19,200 images at 64x32 take 113 MiB); the pixels are the same with
+    or without it.
     """
 
     objective: str = "gadms"

@@ -90,7 +90,8 @@ class CaptionSamples(Dataset):
     erasing is on) and `batch_transform` is its `batch` part, for the collator to apply to the stacked batch; any
     other callable is applied whole to each image. `image_cache_mb` keeps each row's prepared image (decoded and
     resized: the same for every caption and epoch) in memory, up to that many MiB (rows past it are decoded
-    every time); each data-loader worker holds its own cache. Values never depend on the cache.
+    every time); each data-loader worker holds its own cache, for one epoch (the trainer's workers are not
+    persistent), so the cache pays most with `num_workers: 0`. Values never depend on the cache.
     """
 
     def __init__(
