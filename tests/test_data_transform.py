@@ -128,3 +128,32 @@ def test_a_plain_callable_transform_is_applied_whole():
     samples = CaptionSamples(table, lambda image: torch.full((3, 2, 2), float(image.size[0])))
     assert samples.batch_transform is None and samples[0]["pixel_values"][0, 0, 0] == 12.0
     assert isinstance(training_transform(HEIGHT, WIDTH), TrainingTransform)
+
+
+def test_cache_in_data_loader_workers_gives_the_same_batches():
+    """Two workers, two epochs (a new set of workers each, with the cache they start from): the same batches with
+    the cache as without it, and the same as in the main process."""
+    from torch.utils.data import DataLoader
+
+    from training.data import EpochSampler
+
+    table = _table(rows=8)
+    transform = training_transform(HEIGHT, WIDTH, pad=2, erasing=0.5)
+
+    def batches(workers: int, cache_mb: float) -> list[torch.Tensor]:
+        samples = CaptionSamples(table, transform, seed=5, image_cache_mb=cache_mb)
+        sampler = EpochSampler(len(samples), seed=5)
+        loader = DataLoader(samples, batch_size=4, sampler=sampler, num_workers=workers, drop_last=True,
+                            collate_fn=Collator(_FakeProcessor(), pixel_transform=samples.batch_transform))
+        out = []
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            samples.set_epoch(epoch)
+            out += [batch["pixel_values"] for batch in loader]
+        return out
+
+    reference = batches(0, 0)
+    assert len(reference) == 8
+    for workers, cache_mb in ((0, 100), (2, 100), (2, 0)):
+        got = batches(workers, cache_mb)
+        assert all(torch.equal(a, b) for a, b in zip(reference, got)) and len(got) == len(reference)
