@@ -7,6 +7,8 @@
   ``get_text_features`` and its processor, batched.
 - :mod:`evaluation.noise_tokens`: the noise-token AUC, whether token scores (GASS, occlusion) rank a caption's
   noise tokens below its clean ones, on data that records clean captions.
+- :mod:`evaluation.attribute_probe`: which person attributes a model's image and text embeddings carry (linear
+  probes on frozen features, on data that records attributes).
 - ``python evaluation/evaluate_retrieval.py --help``: the evaluation command line.
 - ``evaluate.load("evaluation/metrics/person_retrieval")``: the same metric as an ``evaluate`` module.
 
@@ -29,6 +31,9 @@ from .metrics import (
 )
 
 _LAZY = {
+    "AttributeProbeResult": "attribute_probe",
+    "attribute_oracle_r1": "attribute_probe",
+    "probe_attributes": "attribute_probe",
     "BENCHMARKS": "benchmarks",
     "BenchmarkFormatError": "benchmarks",
     "MissingImagesError": "benchmarks",
