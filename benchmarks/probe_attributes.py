@@ -3,14 +3,14 @@
 A logistic probe per attribute of the synthetic person set (gender, age, hair, garment types and colours,
 accessories), fitted on the frozen embeddings of part of the training split and scored on the test split,
 beside the majority rate. An attribute a tower's probe cannot predict above the majority rate is one the model
-does not use to retrieve. Beside them, the test R@1 of retrievers that know exactly a few attributes and nothing
-else (`attribute_oracle_r1`), to compare with the model's own R@1.
+does not use to retrieve. Beside them, the test R@1 of retrievers that know exactly a few attributes and
+nothing else (`attribute_oracle_r1`), to compare with the model's own R@1.
 
 Usage:
     python benchmarks/probe_attributes.py demo_output/run/last --data demo_output/data
 
 The last line printed is one JSON object: {"attributes": {name: {"majority", "image", "text"}}, "oracle_r1":
-{"top_colour+bottom_colour": ..., ...}, "fit_rows", "score_rows"}.
+{"top_colour+bottom_colour": ..., ...}, "fit_rows", "score_rows", "load_avg"}.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("model", help="a model folder or hub id (e.g. demo_output/run/last)")
     parser.add_argument("--data", default="demo_output/data",
                         help="a synthetic person set in WebPerson format (default: demo_output/data)")
-    parser.add_argument("--fit-split", default="train", help="split the probes are fitted on (default: train)")
+    parser.add_argument("--fit-split", default="train",
+                        help="split the probes are fitted on (default: train)")
     parser.add_argument("--score-split", default="test", help="split they are scored on (default: test)")
     parser.add_argument("--fit-rows", type=int, default=3000,
                         help="rows of the fitting split used (default: 3000; 0 for all)")
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {r1:6.2f}  {name}")
     report = {"attributes": {r.attribute: {"majority": round(r.majority, 4), "image": round(r.image, 4),
                                            "text": round(r.text, 4)} for r in results},
-              "oracle_r1": oracle, "fit_rows": len(fit), "score_rows": len(score)}
+              "oracle_r1": oracle, "fit_rows": len(fit), "score_rows": len(score),
+              "load_avg": round(os.getloadavg()[0], 2)}
     print(json.dumps(report))
     return report
 

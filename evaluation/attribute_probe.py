@@ -1,13 +1,13 @@
 """Which person attributes a model's embeddings carry: linear probes on frozen image and text features.
 
-Retrieval metrics say how often a model finds the right person, not what it looks at. On data that records the
-attributes of each person (the synthetic person set: gender, hair colour, garment colours, accessories, ...), a
-logistic-regression probe per attribute, fitted on the frozen, L2-normalised embeddings of one split and scored
-on another, says which attributes the image tower and the text tower encode: an attribute whose probe accuracy
-stays at the majority rate (always answering the most common value of the fitting split) is invisible to that
-tower. A contrastive model only learns what both towers can agree on, so an attribute missing from the image
-features is usually missing from the text features too, even when its words are in every caption
-(docs/method.md section 13).
+Retrieval metrics say how often a model finds the right person, not what it looks at. On data that records
+the attributes of each person (the synthetic person set: gender, hair colour, garment colours, accessories,
+...), a logistic-regression probe per attribute, fitted on the frozen, L2-normalised embeddings of one split
+and scored on another, says which attributes the image tower and the text tower encode: an attribute whose
+probe accuracy stays at the majority rate (always answering the most common value of the fitting split) is
+invisible to that tower. A contrastive model only learns what both towers can agree on, so an attribute
+missing from the image features is usually missing from the text features too, even when its words are in
+every caption (docs/method.md section 13).
 
 Needs scikit-learn (`pip install scikit-learn`, part of the `dev` and `curation` extras).
 """
@@ -52,7 +52,8 @@ def majority_rate(fit_labels: Sequence[Any], score_labels: Sequence[Any]) -> flo
 
 def probe_accuracy(fit_features, fit_labels: Sequence[Any], score_features, score_labels: Sequence[Any],
                    *, inverse_regularization: float = 10.0, max_iter: int = 2000) -> float:
-    """Accuracy on the scored split of a multinomial logistic regression fitted on (`fit_features`, `fit_labels`).
+    """Accuracy on the scored split of a multinomial logistic regression fitted on (`fit_features`,
+    `fit_labels`).
 
     Features are ``[N, D]`` arrays or tensors; each row is L2-normalised first (retrieval compares cosines). A
     label that occurs only once on the fitting split is kept; one that takes a single value there gives the
@@ -75,21 +76,25 @@ def probe_accuracy(fit_features, fit_labels: Sequence[Any], score_features, scor
 
 
 def _normalised(features) -> np.ndarray:
-    x = features.detach().cpu().float().numpy() if isinstance(features, torch.Tensor) else np.asarray(features,
-                                                                                                      dtype=np.float64)
+    if isinstance(features, torch.Tensor):
+        x = features.detach().cpu().float().numpy()
+    else:
+        x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"features must be [N, D], got shape {x.shape}")
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def attribute_oracle_r1(person_ids: Sequence[Any], attribute_rows: Sequence[Sequence[Any]]) -> float:
-    """Expected R@1 (0-1) of a retriever that knows exactly the given attributes of every person and nothing else.
+    """Expected R@1 (0-1) of a retriever that knows exactly the given attributes of every person and nothing
+    else.
 
-    `person_ids` and `attribute_rows` describe the gallery, one entry per image (the attributes of an image are
-    its person's). A query of person p ranks first, in random order, every image whose attributes equal p's, so
-    its first answer is right with probability (images of p) / (images with p's attributes): 1 / k when the k
-    persons sharing them have as many images each. Averaged over the gallery's persons (each person's queries
-    alike): how far a model that has learnt only these attributes can get on this gallery.
+    `person_ids` and `attribute_rows` describe the gallery, one entry per image (the attributes of an image
+    are its person's). A query of person p ranks first, in random order, every image whose attributes equal
+    p's, so its first answer is right with probability (images of p) / (images with p's attributes): 1 / k
+    when the k persons sharing them have as many images each. Averaged over the gallery's persons (each
+    person weighs the same, as when every person has as many queries): how far a model that has learnt only
+    these attributes can get on this gallery.
     """
     if len(person_ids) != len(attribute_rows):
         raise ValueError(f"{len(person_ids)} person ids but {len(attribute_rows)} attribute rows")
@@ -99,7 +104,8 @@ def attribute_oracle_r1(person_ids: Sequence[Any], attribute_rows: Sequence[Sequ
     for pid, row in zip(person_ids, attribute_rows):
         row = tuple(row)
         if attributes_of.setdefault(pid, row) != row:
-            raise ValueError(f"person {pid!r} has images with different attributes: {attributes_of[pid]} and {row}")
+            raise ValueError(f"person {pid!r} has images with different attributes: "
+                             f"{attributes_of[pid]} and {row}")
     images_of = Counter(person_ids)
     images_with = Counter(tuple(row) for row in attribute_rows)
     return float(np.mean([images_of[pid] / images_with[row] for pid, row in attributes_of.items()]))
@@ -130,7 +136,8 @@ def probe_attributes(model, processor, fit_table, score_table, attributes: Seque
         attributes = [a for a in ATTRIBUTE_NAMES if a != "skin_tone"
                       and a in fit_table.column_names and a in score_table.column_names]
         if not attributes:
-            raise ValueError("the tables have none of the synthetic person set's attribute columns; name them")
+            raise ValueError("the tables have none of the synthetic person set's attribute columns; "
+                             "name them")
     for name, table in (("fitting", fit_table), ("scored", score_table)):
         missing = [c for c in (image_column, caption_column, *attributes) if c not in table.column_names]
         if missing:
@@ -158,4 +165,5 @@ def probe_attributes(model, processor, fit_table, score_table, attributes: Seque
     return results
 
 
-__all__ = ["AttributeProbeResult", "attribute_oracle_r1", "majority_rate", "probe_accuracy", "probe_attributes"]
+__all__ = ["AttributeProbeResult", "attribute_oracle_r1", "majority_rate", "probe_accuracy",
+           "probe_attributes"]

@@ -62,8 +62,8 @@ def test_features_without_the_attribute_give_the_majority_rate():
 
 
 class _ColourModel(torch.nn.Module):
-    """Image features: the mean colour of the picture (which knows the garment colour); text features: one constant
-    vector (which knows nothing)."""
+    """Image features: the mean colour of the picture (which knows the garment colour); text features: one
+    constant vector (which knows nothing)."""
 
     def get_image_features(self, pixel_values):
         return pixel_values.mean(dim=(2, 3))
@@ -104,9 +104,10 @@ def test_attribute_oracle_r1_hand_computed():
     # knowing only the first attribute: all three tie, 1/3 each
     assert attribute_oracle_r1(ids, [r[:1] for r in rows]) == pytest.approx(1 / 3)
     # one more image of person 3's attributes, of a fourth person: person 3's query now has 2 right of 3 tied
-    assert attribute_oracle_r1([*ids, 4], [*rows, ("red", "black")]) == pytest.approx((0.5 + 0.5 + 2 / 3 + 1 / 3) / 4)
-    # against a brute-force count over random galleries (1 to 3 images a person): the share of tied images that
-    # are the query's own
+    expected = (0.5 + 0.5 + 2 / 3 + 1 / 3) / 4
+    assert attribute_oracle_r1([*ids, 4], [*rows, ("red", "black")]) == pytest.approx(expected)
+    # against a brute-force count over random galleries (1 to 3 images a person): the share of tied images
+    # that are the query's own
     rng = np.random.default_rng(0)
     for _ in range(5):
         person_rows = {pid: tuple(rng.integers(0, 3, size=2)) for pid in range(30)}
@@ -130,8 +131,8 @@ def test_probe_attributes_script_on_a_synthetic_set(tmp_path, tiny_gadms_dir, ca
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"))
     import probe_attributes
 
-    config = SyntheticPersonConfig(num_identities=40, images_per_identity=2, image_size=(64, 32), noise_rate=0.3,
-                                   split_fractions=(0.5, 0.0, 0.5), seed=0)
+    config = SyntheticPersonConfig(num_identities=40, images_per_identity=2, image_size=(64, 32),
+                                   noise_rate=0.3, split_fractions=(0.5, 0.0, 0.5), seed=0)
     data = webperson_folder(config, tmp_path / "data")
     report = probe_attributes.main([str(tiny_gadms_dir), "--data", str(data), "--fit-rows", "30"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == report
