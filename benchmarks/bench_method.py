@@ -22,8 +22,8 @@ A full run trains each arm exactly as `make demo` trains its model: 2 epochs on 
 pictures (1,200 steps of 64; the second epoch's masks come from the first epoch's GASS scores), with the demo
 preset's temperature annealing (0.6 to 0.1); 200 persons are held out for validation (unused) and 200 for
 test. Runs go two at a time in worker processes of one thread each on 2 cores (`--jobs`): about 5 minutes
-a run, 44 minutes for the 18 (2,609 s measured). `--quick` trains on 4,600 persons (574 steps): a smoke run
-whose models have only just left the initial contrastive plateau.
+a run, about 45 minutes for the 18 (2,609 s and 2,703 s measured on two days). `--quick` trains on 4,600
+persons (574 steps): a smoke run whose models have only just left the initial contrastive plateau.
 
 Each `gadms` / `random` run also reports how its GASS score bank ranked the noise of the noisy training
 captions after each epoch and how often each view masked noise vs clean tokens (the trainer's `bank_*`
