@@ -44,6 +44,7 @@ _LAZY = {
     "load_retrieval_split": "benchmarks",
     "embed_images": "embedding",
     "embed_texts": "embedding",
+    "load_model_and_processor": "embedding",
     "open_image": "embedding",
     "NoiseTokenAUC": "noise_tokens",
     "label_noise_tokens": "noise_tokens",
