@@ -112,8 +112,8 @@ def attribute_oracle_r1(person_ids: Sequence[Any], attribute_rows: Sequence[Sequ
 
 
 def _undecoded_images(table, column: str) -> list:
-    """The image column as `embed_images` reads it lazily: a `datasets` image column undecoded (each image decoded
-    in its batch, not the whole column at once), anything else as it is."""
+    """The image column as `embed_images` reads it lazily: a `datasets` image column undecoded (each image
+    decoded in its batch, not the whole column at once), anything else as it is."""
     from datasets import Image as ImageFeature
 
     feature = getattr(table, "features", {}).get(column)
