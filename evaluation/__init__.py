@@ -45,6 +45,7 @@ _LAZY = {
     "embed_images": "embedding",
     "embed_texts": "embedding",
     "load_model_and_processor": "embedding",
+    "undecoded_images": "embedding",
     "open_image": "embedding",
     "NoiseTokenAUC": "noise_tokens",
     "label_noise_tokens": "noise_tokens",

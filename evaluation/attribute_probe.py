@@ -111,17 +111,6 @@ def attribute_oracle_r1(person_ids: Sequence[Any], attribute_rows: Sequence[Sequ
     return float(np.mean([images_of[pid] / images_with[row] for pid, row in attributes_of.items()]))
 
 
-def _undecoded_images(table, column: str) -> list:
-    """The image column as `embed_images` reads it lazily: a `datasets` image column undecoded (each image
-    decoded in its batch, not the whole column at once), anything else as it is."""
-    from datasets import Image as ImageFeature
-
-    feature = getattr(table, "features", {}).get(column)
-    if isinstance(feature, ImageFeature) and feature.decode:
-        table = table.cast_column(column, ImageFeature(decode=False))
-    return table[column]
-
-
 def probe_attributes(model, processor, fit_table, score_table, attributes: Sequence[str] | None = None, *,
                      image_column: str = "image", caption_column: str = "caption1", batch_size: int = 256,
                      progress: bool = False) -> list[AttributeProbeResult]:
@@ -139,7 +128,7 @@ def probe_attributes(model, processor, fit_table, score_table, attributes: Seque
     Returns:
         one [`AttributeProbeResult`] per attribute, in the order asked.
     """
-    from .embedding import embed_images, embed_texts
+    from .embedding import embed_images, embed_texts, undecoded_images
 
     if attributes is None:
         from dataset_builders.synthetic.attributes import ATTRIBUTE_NAMES
@@ -155,7 +144,7 @@ def probe_attributes(model, processor, fit_table, score_table, attributes: Seque
             raise ValueError(f"the {name} table has no column(s) {missing}; it has {table.column_names}")
 
     def embed(table, desc):
-        images = embed_images(model, processor, _undecoded_images(table, image_column), batch_size=batch_size,
+        images = embed_images(model, processor, undecoded_images(table, image_column), batch_size=batch_size,
                               progress=progress, desc=f"{desc} images")
         texts = embed_texts(model, processor, table[caption_column], batch_size=batch_size, progress=progress,
                             desc=f"{desc} captions")

@@ -43,6 +43,7 @@ __all__ = [
     "model_device",
     "open_image",
     "readable_split",
+    "undecoded_images",
 ]
 
 #: ``--precision`` choices and the autocast dtype they stand for (``fp32``: no autocast).
@@ -182,6 +183,18 @@ def embed_images(
                 out.append(_features(features, "image").float().cpu())
             bar.update(count)
     return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def undecoded_images(table: Any, column: str = "image") -> list:
+    """A table's image column as :func:`embed_images` reads it lazily: a ``datasets`` image column undecoded
+    (each image decoded in its batch, and an unreadable one skipped, not the whole column decoded up front);
+    any other column or table (a list of paths, a dict of columns) as it is."""
+    import datasets
+
+    feature = getattr(table, "features", {}).get(column)
+    if isinstance(feature, datasets.Image) and feature.decode:
+        table = table.cast_column(column, datasets.Image(decode=False))
+    return table[column]
 
 
 def image_label(item: ImageLike, index: int) -> str:

@@ -371,3 +371,25 @@ def test_limit_applies_to_an_opened_but_undecoded_pil_image(tmp_path):
     decoded = Image.open(png)
     decoded.load()  # already decoded: nothing left to save, so it is only converted
     assert open_image(decoded, max_pixels=5_000_000).size == (3000, 2000)
+
+
+def test_undecoded_images_defers_decoding_to_the_batch(tmp_path):
+    """A `datasets` image column comes back undecoded (so `embed_images` decodes each image in its batch and
+    skips a corrupt one); other inputs come back as they are."""
+    import datasets
+
+    from evaluation.embedding import undecoded_images
+
+    good = io.BytesIO()
+    Image.new("RGB", (8, 16), (200, 10, 10)).save(good, format="PNG")
+    table = datasets.Dataset.from_dict({"image": [{"bytes": good.getvalue(), "path": "good.png"},
+                                                  {"bytes": b"not an image", "path": "bad.png"}]},
+                                       features=datasets.Features({"image": datasets.Image()}))
+    items = undecoded_images(table)
+    assert [item["path"] for item in items] == ["good.png", "bad.png"]
+    assert items[0]["bytes"] == good.getvalue()
+    assert table.features["image"].decode  # the table itself is not changed
+    paths = {"image": ["a.jpg", "b.jpg"]}
+    assert undecoded_images(paths) == ["a.jpg", "b.jpg"]
+    already = table.cast_column("image", datasets.Image(decode=False))
+    assert undecoded_images(already) == items

@@ -8,7 +8,7 @@ from pathlib import Path
 import datasets
 
 from evaluation import RetrievalSplit, embed_images, embed_texts, retrieval_metrics
-from evaluation.embedding import image_label, readable_split
+from evaluation.embedding import image_label, readable_split, undecoded_images
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def evaluate_split(model, processor, split: RetrievalSplit, batch_size: int = 25
     """
     if device is not None:
         model = model.to(device)
-    undecoded = split.gallery.cast_column("image", datasets.Image(decode=False))["image"]
+    undecoded = undecoded_images(split.gallery)
     unreadable: list[tuple[int, str]] = []
     gallery = embed_images(model, processor, undecoded, batch_size=batch_size, progress=progress,
                            skipped=unreadable)
