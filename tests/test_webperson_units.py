@@ -121,6 +121,34 @@ def test_pose_visibility_threshold_and_settings():
         pose_reason(np.ones(16), PoseThresholds())
 
 
+def test_pose_stage_skips_and_counts_an_undecodable_crop():
+    """A damaged crop in a shard is one `undecodable` reject; its batch mates are still estimated and kept."""
+    import pyarrow as pa
+
+    from dataset_builders.webperson.detection import CROP_SCHEMA
+    from dataset_builders.webperson.pose import make_pose_processor
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 100), (200, 10, 10)).save(buffer, format="JPEG")
+    good = buffer.getvalue()
+    crops = [good, b"\xff\xd8 not a jpeg", good]
+    table = pa.Table.from_pylist(
+        [{"crop_id": f"c{i}", "source_id": "s", "source_key": "k", "source_url": "u", "box": [0, 0, 40, 100],
+          "det_score": 0.9, "crop": crop, "crop_width": 40, "crop_height": 100} for i, crop in enumerate(crops)],
+        schema=CROP_SCHEMA,
+    )
+    seen = []
+
+    def estimator(images):
+        seen.append([im.size for im in images])
+        return [np.ones((17, 3), dtype=np.float32) for _ in images]
+
+    out = make_pose_processor(estimator, PoseThresholds(), batch_size=3)("00000", table)
+    assert seen == [[(40, 100), (40, 100)]]  # one call, without the damaged crop
+    assert out.table.column("crop_id").to_pylist() == ["c0", "c2"]
+    assert [(r["id"], r["reason"]) for r in out.rejects] == [("c1", "undecodable")]
+
+
 # ----- caption filter ------------------------------------------------------------------------------
 GOOD = "A woman with long black hair wearing a red coat, blue jeans and white sneakers, carrying a black bag."
 

@@ -212,10 +212,21 @@ def make_pose_processor(
         ids = table.column("crop_id").to_pylist()
         crops_bytes = table.column("crop").to_pylist()
         for start in range(0, table.num_rows, batch_size):
-            index = list(range(start, min(table.num_rows, start + batch_size)))
-            crops = [open_crop(crops_bytes[i]) for i in index]
+            index, crops = [], []
+            for i in range(start, min(table.num_rows, start + batch_size)):
+                try:  # the detect stage wrote these crops: only a damaged work file gets past here
+                    crops.append(open_crop(crops_bytes[i]))
+                except (OSError, ValueError, TypeError, SyntaxError) as error:
+                    detail = f"{type(error).__name__}: {error}"
+                    rejects.append({"id": ids[i], "reason": "undecodable", "detail": detail})
+                    continue
+                index.append(i)
+            if not crops:
+                continue
             try:
                 poses = estimator(crops)
+            except MemoryError:  # as in the detect stage: out of memory stops the run (it resumes), no reject
+                raise
             except Exception as error:
                 for i in index:
                     rejects.append(
