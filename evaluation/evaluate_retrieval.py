@@ -50,6 +50,7 @@ from evaluation.embedding import (  # noqa: E402
     readable_split,
 )
 from evaluation.metrics import bidirectional_retrieval_metrics  # noqa: E402
+from gadms_utils.cli_types import non_negative_int, positive_int  # noqa: E402
 
 logger = logging.getLogger("evaluation.evaluate_retrieval")
 
@@ -90,9 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         "order; or a single parent folder holding CUHK-PEDES/, ICFG-PEDES/, RSTPReid/, UFine6926/",
     )  # fmt: skip
     parser.add_argument("--split", default="test", help="train, validation (val) or test (default: test)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     parser.add_argument(
-        "--text-batch-size", type=int, default=None, help="captions per pass (default: 4 x --batch-size)"
+        "--batch-size", type=positive_int, default=64, help="images per forward pass (default: 64)"
+    )
+    parser.add_argument(
+        "--text-batch-size", type=positive_int, default=None,
+        help="captions per pass (default: 4 x --batch-size)",
     )
     parser.add_argument(
         "--device", default=None, help="torch device (default: cuda when available, else cpu)"
@@ -105,12 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", default="retrieval_results.json", help="JSON file to write (default: %(default)s)"
     )
     parser.add_argument(
-        "--ks", type=int, nargs="+", default=[1, 5, 10], help="the K of R@K (default: 1 5 10)"
+        "--ks", type=positive_int, nargs="+", default=[1, 5, 10], help="the K of R@K (default: 1 5 10)"
     )
     parser.add_argument(
         "--image-dir", default=None, help="image folder override (only with a single benchmark)"
     )
-    parser.add_argument("--num-workers", type=int, default=0, help="image loading workers (default: 0)")
+    parser.add_argument(
+        "--num-workers", type=non_negative_int, default=0, help="image loading workers (default: 0)"
+    )
     parser.add_argument("--list-all-missing", action="store_true", help="report every missing image at once")
     parser.add_argument(
         "--trust-remote-code", action="store_true", help="allow the model's own code from the hub"

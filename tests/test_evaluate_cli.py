@@ -258,6 +258,23 @@ def test_cli_usage_errors_are_one_line_exit_2(tmp_path, tiny_gadms_dir, case):
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.parametrize(
+    "args, expected",
+    [(["--ks", "0"], "--ks: expected a positive integer, got 0"),
+     (["--batch-size", "0"], "--batch-size: expected a positive integer, got 0"),
+     (["--text-batch-size", "-4"], "--text-batch-size: expected a positive integer, got -4"),
+     (["--num-workers", "x"], "--num-workers: expected a non-negative integer, got 'x'")],
+)  # fmt: skip
+def test_cli_rejects_bad_numbers_before_any_work(args, expected, capsys):
+    """A K or batch size that cannot work is a usage error at parse time, not a traceback after embedding."""
+    from evaluation.evaluate_retrieval import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--model", "m", "--benchmark", "cuhk", "--data-root", "d", *args])
+    assert exit_info.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
 def test_cli_skips_an_unreadable_image_and_reports_it(tmp_path, tiny_gadms_dir, tiny_model, capsys):
     """A zero-byte and a truncated test image: skipped, counted, named, the metrics over the rest."""
     from evaluation.evaluate_retrieval import main

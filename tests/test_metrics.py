@@ -298,6 +298,9 @@ def test_query_without_positive_is_an_error_naming_the_count():
         retrieval_metrics(torch.randn(3, 4), torch.randn(4, 4), [1, 8, 9], [1, 1, 2, 3])
     with pytest.raises(ValueError, match="no positive"):  # NoPositiveError is a ValueError
         retrieval_metrics_from_similarity(torch.randn(1, 4), [5], [1, 1, 2, 3])
+    # string ids are coded internally; the message names the ids as given
+    with pytest.raises(NoPositiveError, match=r"1 of 2 queries .* person ids \['zed'\]"):
+        retrieval_metrics(torch.eye(3)[:2], torch.eye(3), ["alice", "zed"], ["alice", "bob", "carol"])
 
 
 @pytest.mark.parametrize(

@@ -169,7 +169,9 @@ class _Positives:
     count: torch.Tensor
 
 
-def _group_positives(query_ids: torch.Tensor, gallery_ids: torch.Tensor) -> _Positives:
+def _group_positives(query_ids: torch.Tensor, gallery_ids: torch.Tensor, given_ids: Any = None) -> _Positives:
+    """Positives of each query; `given_ids` (the query ids as the caller gave them, e.g. strings that
+    `_as_id_tensors` turned into codes) are what an error message shows."""
     sorted_ids, gallery_order = torch.sort(gallery_ids, stable=True)
     unique_ids, counts = torch.unique_consecutive(sorted_ids, return_counts=True)
     starts = torch.cumsum(counts, 0) - counts
@@ -179,7 +181,8 @@ def _group_positives(query_ids: torch.Tensor, gallery_ids: torch.Tensor) -> _Pos
     )
     if not bool(found.all()):
         missing = (~found).nonzero().flatten()
-        example_ids = sorted(set(query_ids[missing].tolist()))[:5]
+        shown = _to_list(given_ids) if given_ids is not None else query_ids.tolist()
+        example_ids = list(dict.fromkeys(shown[i] for i in missing.tolist()))[:5]
         raise NoPositiveError(
             f"{len(missing)} of {len(query_ids)} queries have no positive in the gallery (no gallery item "
             f"with their person id; e.g. person ids {example_ids}); the retrieval protocol requires at "
@@ -564,7 +567,7 @@ def per_query_retrieval(
     q_ids, g_ids = _as_id_tensors(query_ids, gallery_ids)
     _check_lengths(query_embeds.shape[0], gallery_embeds.shape[0], q_ids, g_ids)
     device = torch.device(device) if device is not None else query_embeds.device
-    pos = _group_positives(q_ids, g_ids)
+    pos = _group_positives(q_ids, g_ids, query_ids)
     order = _processing_order(pos)
     large = _gallery_block_size(gallery_embeds, gallery_block_size) < gallery_embeds.shape[0]
     chunk_size = chunk_size or _default_chunk_size(gallery_embeds.shape[0], large)
@@ -660,7 +663,7 @@ def per_query_retrieval_from_similarity(
     q_ids, g_ids = _as_id_tensors(query_ids, gallery_ids)
     _check_lengths(similarity.shape[0], similarity.shape[1], q_ids, g_ids)
     device = torch.device(device) if device is not None else similarity.device
-    pos = _group_positives(q_ids, g_ids)
+    pos = _group_positives(q_ids, g_ids, query_ids)
     # the CPU candidate path takes rows in any order: consecutive rows, no gather of the matrix
     order = None if _uses_candidate_sort(device) else _processing_order(pos)
     chunk_size = chunk_size or _default_chunk_size(similarity.shape[1])
