@@ -128,6 +128,16 @@ def gass_scores(
     """
     config = model.config
     scales = list(scales)
+    context = config.text_config.max_position_embeddings
+    if variant == "released" and input_ids.shape[1] < context:
+        # the released formula pools and min-maxes over all `context` (77) positions, padding included: a
+        # batch padded to its longest caption is padded out to the context (with the text config's pad id, 0,
+        # as the processor pads), so that the scores do not depend on the batch's width; the extra positions
+        # score 0
+        width = input_ids.shape[1]
+        pad_id = config.text_config.pad_token_id or 0
+        padded = F.pad(input_ids, (0, context - width), value=pad_id)
+        return gass_scores(model, padded, image_embeds, variant, num_layers, scales)[:, :width]
     if torch.is_inference_mode_enabled():
         raise RuntimeError("GASS needs autograd: call it under torch.no_grad() or normally, not torch.inference_mode()")
     if variant not in ("paper", "released"):
@@ -151,42 +161,43 @@ def gass_scores(
             hidden, q, k, v, o = clip_encoder_layer_forward(layer, hidden, heads)
             saved.append((q, k, v, o))
     grads = _eos_gradients(model, layers[len(layers) - num_layers:], saved, layer_inputs[0], eos, heads, image_embeds)
-    dtype = torch.promote_types(saved[0][0].dtype, torch.float32)  # scores in float32 (or float64) under AMP
-    q = torch.stack([s[0] for s in saved]).to(dtype)
-    k = torch.stack([s[1] for s in saved]).to(dtype)
-    v = torch.stack([s[2] for s in saved]).to(dtype)
-    g = torch.stack(grads).to(dtype)  # (layers, batch, width)
-    attention = _eos_attention(q, k, eos, heads)  # (layers, batch, positions)
+    with torch.autocast(input_ids.device.type, enabled=False):  # the scoring maths in float32 under AMP
+        dtype = torch.promote_types(saved[0][0].dtype, torch.float32)  # float32 (or float64) scores
+        q = torch.stack([s[0] for s in saved]).to(dtype)
+        k = torch.stack([s[1] for s in saved]).to(dtype)
+        v = torch.stack([s[2] for s in saved]).to(dtype)
+        g = torch.stack(grads).to(dtype)  # (layers, batch, width)
+        attention = _eos_attention(q, k, eos, heads)  # (layers, batch, positions)
 
-    index = torch.arange(positions, device=input_ids.device).view(1, -1)
-    ordinary = (index >= 1) & (index < eos.view(-1, 1))  # (batch, positions)
-    value_grad = torch.einsum("lbnd,lbd->lbn", v, g)
-    if variant == "paper":
-        lengths = eos + 1
-        own = index < lengths.view(-1, 1)
-    else:
-        lengths = torch.full_like(eos, positions)
-        own = torch.ones_like(ordinary)
-    q_pooled = multi_scale_pool(q, lengths, scales)
-    k_pooled = multi_scale_pool(k, lengths, scales)
-    q_eos = q_pooled[:, rows, eos]  # (layers, batch, width)
-    spatial = F.cosine_similarity(q_eos.unsqueeze(2), k_pooled, dim=-1)
-    spatial = _min_max(spatial, own.unsqueeze(0).expand_as(spatial))
+        index = torch.arange(positions, device=input_ids.device).view(1, -1)
+        ordinary = (index >= 1) & (index < eos.view(-1, 1))  # (batch, positions)
+        value_grad = torch.einsum("lbnd,lbd->lbn", v, g)
+        if variant == "paper":
+            lengths = eos + 1
+            own = index < lengths.view(-1, 1)
+        else:
+            lengths = torch.full_like(eos, positions)
+            own = torch.ones_like(ordinary)
+        q_pooled = multi_scale_pool(q, lengths, scales)
+        k_pooled = multi_scale_pool(k, lengths, scales)
+        q_eos = q_pooled[:, rows, eos]  # (layers, batch, width)
+        spatial = F.cosine_similarity(q_eos.unsqueeze(2), k_pooled, dim=-1)
+        spatial = _min_max(spatial, own.unsqueeze(0).expand_as(spatial))
 
-    if variant == "paper":
-        gradient_score = spatial * value_grad
-        attention_score = attention / attention.masked_fill(~own, 0).sum(dim=-1, keepdim=True)
-        score = torch.relu((gradient_score * attention_score).mean(dim=0)).masked_fill(~ordinary, 0.0)
-        return _min_max(score, ordinary)
+        if variant == "paper":
+            gradient_score = spatial * value_grad
+            attention_score = attention / attention.masked_fill(~own, 0).sum(dim=-1, keepdim=True)
+            score = torch.relu((gradient_score * attention_score).mean(dim=0)).masked_fill(~ordinary, 0.0)
+            return _min_max(score, ordinary)
 
-    mask = ordinary.to(spatial.dtype).unsqueeze(0)
-    relevance = spatial * value_grad  # r
-    weights = attention * mask / (relevance.sum(dim=-1, keepdim=True) + NORM_EPS)  # a (sum of r, not of A)
-    evidence = torch.relu((relevance * mask * weights).sum(dim=0)) * mask[0]  # E, layers summed
-    low, high = evidence.min(), evidence.max()
-    if high == low:  # the released formula has no epsilon; an all-equal batch scores 0
-        return torch.zeros_like(evidence)
-    return (evidence - low) / (high - low)
+        mask = ordinary.to(spatial.dtype).unsqueeze(0)
+        relevance = spatial * value_grad  # r
+        weights = attention * mask / (relevance.sum(dim=-1, keepdim=True) + NORM_EPS)  # a: the sum of r, not A
+        evidence = torch.relu((relevance * mask * weights).sum(dim=0)) * mask[0]  # E, layers summed
+        low, high = evidence.min(), evidence.max()
+        if high == low:  # the released formula has no epsilon; an all-equal batch scores 0
+            return torch.zeros_like(evidence)
+        return (evidence - low) / (high - low)
 
 
 def _eos_gradients(model, layers, saved, eos_input, eos, heads, image_embeds) -> list[torch.Tensor]:

@@ -1,6 +1,8 @@
 """GASS against a slow reference written here from the formulas of docs/method.md section 3: per sample, per layer, its own forward and
 `autograd.grad`, float64, the library's `F.interpolate` for the multi-scale pooling."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -171,6 +173,29 @@ def test_paper_scores_do_not_depend_on_padding_or_batch_mates(model):
     padded[ids == 0] = 5  # other ids after EOS
     torch.testing.assert_close(gass_scores(model, padded, images, variant="paper", **GASS), full)
     torch.testing.assert_close(gass_scores(model, ids[1:3], images[1:3], variant="paper", **GASS), full[1:3])
+
+
+def test_released_scores_do_not_depend_on_the_batch_width(model):
+    """The released formula runs over all 77 positions: captions padded only to the batch's longest get the
+    same scores as at 77 (padded out with id 0 inside), and the same width comes back."""
+    ids, images = _batch()
+    full = gass_scores(model, ids, images, variant="released", **GASS)
+    width = max(EOS_AT) + 1
+    narrow = gass_scores(model, ids[:, :width], images, variant="released", **GASS)
+    assert narrow.shape == (len(EOS_AT), width)
+    torch.testing.assert_close(narrow, full[:, :width], atol=1e-6, rtol=0)
+    assert (full[:, width:] == 0).all()
+
+
+def test_scores_are_float32_under_autocast(model):
+    """Under bfloat16 autocast the towers run in bfloat16, but the scoring maths (pooling, min-max) does not."""
+    ids, images = _batch()
+    model32 = copy.deepcopy(model).float()
+    exact = gass_scores(model32, ids, images.float(), variant="paper", **GASS)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        amp = gass_scores(model32, ids, images.float(), variant="paper", **GASS)
+    assert amp.dtype == torch.float32
+    assert (amp - exact).abs().mean() < 0.05
 
 
 def test_no_gradient_reaches_the_weights(model):
