@@ -94,7 +94,7 @@ def main() -> None:
 
     step("gadms", 0), step("irra", 0)  # warm-up; fills the score bank
     assert outputs["irra"].id_loss is not None and outputs["gadms"].token_scores is not None
-    bank_filled = bool((bank.scores != bank.initial_score).any(dim=1).all())
+    bank_filled = bool(bank.visited.all())
     gass_time.clear()
     load = os.getloadavg()[0]
     times = {"gadms": [], "irra": []}

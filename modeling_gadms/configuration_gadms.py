@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -263,7 +264,13 @@ class GADMSObjectiveConfig:
     mlm_loss_weight: float = 1.0
 
     def __post_init__(self):
-        self.gass_scales = tuple(int(s) for s in self.gass_scales)
+        for f in fields(self):  # numbers: a number, or a string that reads as one (YAML reads `1e-4` as a string)
+            value = getattr(self, f.name)
+            if f.type == "float" or f.type == "int | None" and value is not None:
+                setattr(self, f.name, as_number(f.name, value, float if f.type == "float" else int))
+        if isinstance(self.gass_scales, (str, bytes)) or not hasattr(self.gass_scales, "__iter__"):
+            raise ValueError(f"gass_scales must be a list of window sizes, got {self.gass_scales!r}")
+        self.gass_scales = tuple(as_number("gass_scales", s, int) for s in self.gass_scales)
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
         if self.gass_variant not in GASS_VARIANTS:
@@ -287,6 +294,8 @@ class GADMSObjectiveConfig:
         for name in ("sdm_loss_weight", "mtp_loss_weight", "id_loss_weight", "mlm_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.mask_lambda > 0:
+            raise ValueError(f"mask_lambda (the masking curves' steepness) must be positive, got {self.mask_lambda}")
 
     @classmethod
     def from_preset(cls, name: str = "paper", **overrides) -> "GADMSObjectiveConfig":
@@ -307,6 +316,24 @@ class GADMSObjectiveConfig:
         values = asdict(self)
         values["gass_scales"] = list(self.gass_scales)
         return values
+
+
+def as_number(name: str, value: Any, kind: type) -> int | float:
+    """`value` as a `kind` (int or float): a number (not a bool) or a string that reads as one; an int must be
+    whole. Anything else raises `ValueError` naming the setting."""
+    expected = "a whole number" if kind is int else "a number"
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"{name} must be {expected}, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    if kind is int:
+        if value != int(value):
+            raise ValueError(f"{name} must be {expected}, got {value!r}")
+        return int(value)
+    return float(value)
 
 
 #: The names of the objective settings (the fields of [`GADMSObjectiveConfig`]).

@@ -14,6 +14,8 @@ bank.update(indices, new)                      # the same update on every proces
 Memory: `num_samples * seq_len * dtype size` bytes, kept on CPU by default. With the default float16 a sample
 costs 77 * 2 = 154 bytes, so WebPerson's 10,005,446 captions take about 1.54 GB (float32 would double that).
 float16 resolves scores in [0, 1] to better than 5e-4, far finer than the masking curves need.
+A sample not yet written reads exactly `initial_score` (a flag per sample, one byte: 0.85 itself is not a
+float16 number).
 
 The bank itself does no communication (see `modeling_gadms.distributed`). It has `state_dict` /
 `load_state_dict`, so it can be checkpointed with the training state (e.g. with accelerate's
@@ -54,6 +56,9 @@ class ScoreBank:
             raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
         self.initial_score = float(initial_score)
         self.scores = torch.full((int(num_samples), int(seq_len)), self.initial_score, dtype=dtype, device=device)
+        # which samples have been written: the others read back exactly `initial_score` (0.85 is not a float16
+        # number; stored, it would read 0.8501); one byte a sample
+        self.visited = torch.zeros(int(num_samples), dtype=torch.bool, device=device)
 
     @classmethod
     def from_config(cls, config: Any, num_samples: int, objective: Any = None, **kwargs: Any) -> "ScoreBank":
@@ -142,7 +147,9 @@ class ScoreBank:
         """
         device = indices.device if isinstance(indices, torch.Tensor) else torch.device("cpu")
         rows = self._check_indices(indices)
-        return self.scores.index_select(0, rows).to(device=device, dtype=torch.float32)
+        scores = self.scores.index_select(0, rows).float()
+        scores = scores.masked_fill(~self.visited.index_select(0, rows).unsqueeze(1), self.initial_score)
+        return scores.to(device=device)
 
     def pad(self, scores: torch.Tensor) -> torch.Tensor:
         """Scores of captions padded to fewer positions than the bank's (`text_padding: longest`), extended
@@ -177,12 +184,15 @@ class ScoreBank:
         last = torch.full((unique.shape[0],), -1, dtype=torch.long, device=rows.device)
         last = last.scatter_reduce(0, inverse, positions, reduce="amax")
         self.scores[unique] = values[last]
+        self.visited[unique] = True
 
     # -- checkpointing -----------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """The bank's state: `scores` (a CPU copy in the storage dtype) and `initial_score`."""
-        return {"scores": self.scores.detach().cpu().clone(), "initial_score": self.initial_score}
+        """The bank's state: `scores` (a CPU copy in the storage dtype), `visited` (which samples have been
+        written) and `initial_score`."""
+        return {"scores": self.scores.detach().cpu().clone(), "visited": self.visited.cpu().clone(),
+                "initial_score": self.initial_score}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a state from `state_dict`; the stored scores must have this bank's shape."""
@@ -199,6 +209,11 @@ class ScoreBank:
         self.scores.copy_(scores.to(device=self.device, dtype=self.dtype))
         if "initial_score" in state_dict:
             self.initial_score = float(state_dict["initial_score"])
+        visited = state_dict.get("visited")
+        if visited is None:  # a state saved before `visited` existed: a sample is written when a score changed
+            initial = torch.tensor(self.initial_score, dtype=self.dtype)
+            visited = (self.scores != initial.to(self.device)).any(dim=1)
+        self.visited.copy_(torch.as_tensor(visited).to(device=self.device, dtype=torch.bool))
 
 
 __all__ = ["ScoreBank"]

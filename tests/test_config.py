@@ -163,6 +163,12 @@ def test_unknown_preset_and_unknown_setting():
         ({"gass_layers": 0}, "gass_layers must be >= 1"),
         ({"gass_scales": []}, "gass_scales"),
         ({"mtp_loss_weight": -1.0}, "mtp_loss_weight must be >= 0"),
+        ({"mtp_loss_weight": "abc"}, "mtp_loss_weight must be a number, got 'abc'"),
+        ({"mask_lambda": "abc"}, "mask_lambda must be a number, got 'abc'"),
+        ({"mask_lambda": 0}, "mask_lambda .* must be positive"),
+        ({"mask_alpha_noise": True}, "mask_alpha_noise must be a number, got True"),
+        ({"gass_layers": 2.5}, "gass_layers must be a whole number, got 2.5"),
+        ({"gass_scales": "12"}, "gass_scales must be a list"),
     ],
 )
 def test_invalid_objective_values_raise_value_error(kwargs, message):
@@ -190,3 +196,9 @@ def test_objective_round_trip_through_json():
     loaded = GADMSObjectiveConfig(**values)
     assert loaded == settings
     assert loaded.gass_variant == "released" and loaded.mtp_loss_weight == 0.3 and loaded.gass_layers == 4
+
+
+def test_objective_numbers_given_as_strings_are_read():
+    """YAML reads `1e-4` without a dot as a string; such a string is the number it spells."""
+    settings = GADMSObjectiveConfig(mtp_loss_weight="3e-1", gass_layers="4", gass_scales=["1", 2])
+    assert settings.mtp_loss_weight == 0.3 and settings.gass_layers == 4 and settings.gass_scales == (1, 2)

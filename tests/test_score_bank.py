@@ -13,9 +13,9 @@ def test_initial_value_shape_and_dtypes():
     assert bank.dtype == torch.float16 and bank.device == torch.device("cpu")
     got = bank.get(torch.tensor([0, 3, 9]))
     assert got.dtype == torch.float32 and got.shape == (3, 77)
-    # 0.85 as stored in float16
-    assert torch.equal(got, torch.full((3, 77), torch.tensor(0.85, dtype=torch.float16).item()))
-    assert (got - 0.85).abs().max() < 5e-4
+    # exactly 0.85 (as float32) until written, although 0.85 is not a float16 number
+    assert torch.equal(got, torch.full((3, 77), 0.85))
+    assert not bank.visited.any()
 
 
 def test_from_config_uses_initial_score_and_context_length():
@@ -25,10 +25,10 @@ def test_from_config_uses_initial_score_and_context_length():
     bank = ScoreBank.from_config(config, num_samples=4, objective=objective)
     assert bank.seq_len == 32 and (bank.get(torch.arange(4)) == 0.5).all()
     assert ScoreBank.from_config(GADMSConfig(), 2).seq_len == 77
-    # Without objective settings: the default 0.85 (as stored in float16); an explicit initial_score wins.
+    # Without objective settings: the default 0.85; an explicit initial_score wins.
     default = ScoreBank.from_config(config, 3)
     assert default.initial_score == 0.85 == GADMSObjectiveConfig().initial_token_score
-    assert torch.equal(default.get(torch.arange(3)), torch.full((3, 32), torch.tensor(0.85).half().item()))
+    assert torch.equal(default.get(torch.arange(3)), torch.full((3, 32), 0.85))
     explicit = ScoreBank.from_config(config, 3, objective=objective, initial_score=0.25, dtype=torch.float32)
     assert explicit.dtype == torch.float32 and (explicit.get(torch.arange(3)) == 0.25).all()
 
@@ -115,6 +115,23 @@ def test_state_dict_round_trip(tmp_path):
     wide = ScoreBank(8, dtype=torch.float32)
     wide.load_state_dict(state)
     assert wide.scores.dtype == torch.float32 and torch.equal(wide.scores, state["scores"].float())
+    assert wide.visited.tolist() == [False, True, False, False, False, False, True, False]
+
+
+def test_unwritten_samples_read_the_exact_initial_score_also_after_a_legacy_state():
+    """Written samples read their stored (float16) scores, the others exactly 0.85; a state saved without
+    `visited` marks a sample written when any of its scores differs from the stored initial value."""
+    bank = ScoreBank(4)
+    new = torch.full((1, 77), 0.3)
+    bank.update(torch.tensor([2]), new)
+    got = bank.get(torch.arange(4))
+    assert torch.equal(got[[0, 1, 3]], torch.full((3, 77), 0.85))
+    assert torch.equal(got[2], new[0].half().float())
+    legacy = {k: v for k, v in bank.state_dict().items() if k != "visited"}
+    other = ScoreBank(4)
+    other.load_state_dict(legacy)
+    assert other.visited.tolist() == [False, False, True, False]
+    assert torch.equal(other.get(torch.arange(4)), got)
 
 
 def test_load_state_dict_validates():

@@ -3,6 +3,7 @@ resume, LoRA, corrupt images, the model card and the hub upload call."""
 
 import io
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -102,8 +103,32 @@ def test_two_processes_share_one_score_bank(data, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "lr" in r]
     assert [r["step"] for r in steps] == list(range(1, 7))
-    assert steps[-1]["temperature"] == pytest.approx(0.1) and steps[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert steps[-1]["temperature"] == pytest.approx(0.1)
+    # the rate each step used (by hand: warm-up from 0.1 x 1e-3 over half the epoch, then cosine to 0 at its end;
+    # step k uses the factor at (k - 1) / 6 of the epoch)
+    assert [r["lr"] for r in steps] == pytest.approx([1e-4, 4e-4, 7e-4, 1e-3, 7.5e-4, 2.5e-4], rel=1e-6)
     assert steps[2]["temperature"] == pytest.approx(0.6 * (0.1 / 0.6) ** 0.5)
+
+
+def test_accumulation_that_does_not_divide_the_batches_keeps_whole_steps_and_epochs(data, tmp_path):
+    """48 captions in batches of 5 are 9 batches; accumulating 2, an epoch is 4 steps of 2 batches (the ninth
+    batch's captions wait for another epoch): 3 epochs are 12 steps, the schedule's epochs are the data's, and
+    each step's logged rate is the one it used (warm-up from 0.1 x lr over half an epoch, then cosine to 0)."""
+    config = _config(tmp_path / "c.yaml", data=str(data["webperson"]), output_dir=str(tmp_path / "ga"), epochs=3,
+                     batch_size=5, gradient_accumulation_steps=2, eval_split=None, test_split=None)
+    _run([str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "1", "training/pretrain.py",
+          "--config", str(config)])
+    log = [json.loads(line) for line in (tmp_path / "ga" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "lr" in r]
+    assert [r["step"] for r in steps] == list(range(1, 13))
+    assert [r["epoch"] for r in steps] == [0] * 4 + [1] * 4 + [2] * 4
+
+    def factor(epoch):  # docs/method.md section 6, with warmup_epochs 0.5 and 3 epochs
+        if epoch < 0.5:
+            return 0.1 + 0.9 * epoch / 0.5
+        return 0.5 * (1 + math.cos(math.pi * (epoch - 0.5) / 2.5))
+
+    assert [r["lr"] for r in steps] == pytest.approx([1e-3 * factor(k / 4) for k in range(12)], rel=1e-6)
 
 
 def test_resume_mid_epoch_gives_the_same_weights(data, tmp_path):

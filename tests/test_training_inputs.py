@@ -134,3 +134,34 @@ def test_resume_trims_the_log_to_the_checkpoint(tmp_path, step, step_in_epoch, e
     kept = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["step"] for r in kept if "loss" in r] == [s for s in (6, 9) if s <= step]
     assert [r["tag"] for r in kept if "tag" in r] == expected
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("log_every_steps=0", "log_every_steps must be >= 1, got 0"),
+     ("eval_every_epochs=0", "eval_every_epochs must be >= 1, got 0"),
+     ("adam_betas=0.9", r"adam_betas must be a pair of numbers"),
+     ("adam_betas=[0.9, 1.5]", r"adam_betas must lie in \[0, 1\)"),
+     ("learning_rate=[1]", "learning_rate must be a number, got \\[1\\]"),
+     ("epochs=2.5", "epochs must be a whole number, got 2.5"),
+     ("augment=maybe", "augment must be true or false, got 'maybe'"),
+     ("lora=1", "lora must be true or false, got 1"),
+     ("warmup_epochs=-1", "warmup_epochs must be >= 0"),
+     ("warmup_start_factor=2", r"warmup_start_factor .* must lie in \(0, 1\]"),
+     ("random_erasing=1.5", "random_erasing is a probability"),
+     ("max_grad_norm=0", "max_grad_norm must be positive"),
+     ("max_steps=0", "max_steps must be >= 1"),
+     ("learning_rate=nan", "learning_rate must be a number, got nan"),
+     ("objective_overrides.mask_lambda=abc", "mask_lambda must be a number, got 'abc'")],
+)  # fmt: skip
+def test_bad_values_are_refused_when_the_config_loads(override, message):
+    """Each is refused at load time, naming the key: not a crash after the first step or a silent default."""
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [override])
+
+
+def test_numbers_and_booleans_load_from_yaml_text():
+    config = load_config(None, ["learning_rate=1e-4", "epochs=3.0", "augment=false", "adam_betas=[0.9, 0.98]",
+                                "save_every_steps=0"])
+    assert config.learning_rate == 1e-4 and config.epochs == 3 and isinstance(config.epochs, int)
+    assert config.augment is False and config.adam_betas == [0.9, 0.98] and config.save_every_steps == 0

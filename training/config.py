@@ -14,8 +14,6 @@ from typing import Any
 import yaml
 
 PRECISIONS = ("no", "bf16", "fp16")
-#: fields that are a number or null, by annotation (`from __future__ import annotations`: annotations are strings)
-_OPTIONAL_NUMBERS = {"int | None": int, "float | None": float}
 
 
 @dataclass
@@ -98,16 +96,8 @@ class TrainingConfig:
     hub_private: bool = True
 
     def __post_init__(self):
-        for f in fields(self):  # YAML reads `1e-4` (no dot) as a string: coerce numeric fields
-            value = getattr(self, f.name)
-            number = _OPTIONAL_NUMBERS.get(f.type) or (
-                type(f.default) if isinstance(f.default, (int, float)) and not isinstance(f.default, bool) else None)
-            if isinstance(value, str) and number is not None:
-                try:
-                    setattr(self, f.name, number(float(value)))
-                except ValueError:
-                    raise ValueError(f"{f.name} must be a number, got {value!r}") from None
-        from modeling_gadms.configuration_gadms import RECIPES
+        self._check_types()
+        from modeling_gadms.configuration_gadms import RECIPES, as_number
 
         if self.objective not in RECIPES:
             raise ValueError(f"objective must be one of {RECIPES}, got {self.objective!r}")
@@ -117,9 +107,31 @@ class TrainingConfig:
             raise ValueError(f"text_padding must be 'max_length' or 'longest', got {self.text_padding!r}")
         if self.schedule_unit not in ("step", "epoch"):
             raise ValueError(f"schedule_unit must be 'step' or 'epoch', got {self.schedule_unit!r}")
-        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "keep_last", "eval_batch_size"):
-            if int(getattr(self, name)) < 1:
+        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "keep_last", "eval_batch_size",
+                     "log_every_steps", "eval_every_epochs", "lora_rank", "max_steps", "max_train_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("weight_decay", "warmup_epochs", "augment_pad", "num_workers", "image_cache_mb", "seed",
+                     "save_every_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.warmup_start_factor <= 1:
+            raise ValueError(f"warmup_start_factor (the warm-up's first rate as a fraction of learning_rate) must "
+                             f"lie in (0, 1], got {self.warmup_start_factor}")
+        if not 0 <= self.random_erasing <= 1:
+            raise ValueError(f"random_erasing is a probability and must lie in [0, 1], got {self.random_erasing}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout}")
+        if not self.adam_eps > 0:
+            raise ValueError(f"adam_eps must be positive, got {self.adam_eps}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be positive (or null: no clipping), got {self.max_grad_norm}")
+        betas = self.adam_betas
+        if isinstance(betas, (str, bytes)) or not isinstance(betas, (list, tuple)) or len(betas) != 2:
+            raise ValueError(f"adam_betas must be a pair of numbers such as [0.9, 0.999], got {betas!r}")
+        self.adam_betas = [as_number("adam_betas", b, float) for b in betas]
+        if not all(0 <= b < 1 for b in self.adam_betas):
+            raise ValueError(f"adam_betas must lie in [0, 1), got {self.adam_betas}")
         if self.final_temperature is not None and not self.final_temperature > 0:
             raise ValueError(f"final_temperature must be positive (or null: the model's fixed temperature), "
                              f"got {self.final_temperature}")
@@ -129,6 +141,20 @@ class TrainingConfig:
             raise ValueError(f"image_size must be [height, width] or null (the model's), got {self.image_size}")
         self.model_overrides = check_model_overrides(self.model_overrides)
         self.objective_settings()  # refuses an unknown preset, an unknown setting or an invalid value now
+
+    def _check_types(self) -> None:
+        """Numbers, booleans: each field of those types holds one (YAML reads `1e-4` without a dot as a string:
+        a string that reads as a number is converted); anything else raises `ValueError` naming the key."""
+        from modeling_gadms.configuration_gadms import as_number
+
+        kinds = {"int": int, "float": float, "int | None": int, "float | None": float}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "bool":
+                if not isinstance(value, bool):
+                    raise ValueError(f"{f.name} must be true or false, got {value!r}")
+            elif f.type in kinds and not (value is None and f.type.endswith("None")):
+                setattr(self, f.name, as_number(f.name, value, kinds[f.type]))
 
     def objective_settings(self):
         """The objective's settings: a `GADMSObjectiveConfig` of `objective_preset` with `objective_overrides`,

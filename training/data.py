@@ -241,22 +241,26 @@ class Collator:
 
 
 class EpochSampler(Sampler):
-    """A random permutation that depends only on (seed, epoch): resumable and identical on every process."""
+    """A random permutation that depends only on (seed, epoch): resumable and identical on every process.
 
-    def __init__(self, length: int, seed: int = 0, shuffle: bool = True):
+    `num_samples` (default: all) yields only the permutation's first `num_samples` indices, a different subset
+    each epoch: the trainer uses it so that an epoch is a whole number of optimizer steps."""
+
+    def __init__(self, length: int, seed: int = 0, shuffle: bool = True, num_samples: int | None = None):
         self.length, self.seed, self.shuffle, self.epoch = length, seed, shuffle, 0
+        self.num_samples = length if num_samples is None else min(int(num_samples), length)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.length
+        return self.num_samples
 
     def __iter__(self):
         if not self.shuffle:
-            return iter(range(self.length))
+            return iter(range(self.num_samples))
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.length, generator=generator).tolist())
+        return iter(torch.randperm(self.length, generator=generator)[: self.num_samples].tolist())
 
 
 def _is_parquet_files(source: str) -> bool:

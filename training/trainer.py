@@ -195,7 +195,12 @@ class Trainer:
                                                     objective=model.objective)
         if config.lora:
             model = self._wrap_lora(model)
-        self.sampler = EpochSampler(len(train_samples), seed=config.seed)
+        # an epoch is a whole number of optimizer steps on every process: the batches are cut to a multiple of
+        # processes x accumulation steps (the rest of the shuffled data waits for another epoch), so that no step
+        # accumulates fewer batches than the others and the schedule's epochs are the data's
+        group = self.accelerator.num_processes * config.gradient_accumulation_steps
+        batches = len(train_samples) // config.batch_size // group * group
+        self.sampler = EpochSampler(len(train_samples), seed=config.seed, num_samples=batches * config.batch_size)
         loader = DataLoader(
             train_samples,
             batch_size=config.batch_size,
@@ -437,6 +442,7 @@ class Trainer:
                     accelerator.backward(out.loss)
                     if config.max_grad_norm and accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+                    lr = self.scheduler.get_last_lr()[0]  # the rate this step uses (logged with it)
                     self.optimizer.step()
                     self.scheduler.step()
                     self.optimizer.zero_grad(set_to_none=True)
@@ -448,7 +454,6 @@ class Trainer:
                 self.state.step_in_epoch += 1
                 self.anneal_temperature(self.state.global_step)  # what validation and a saved model see
                 progress.update(1)
-                lr = self.scheduler.get_last_lr()[0]
                 rate = seen / max(time.perf_counter() - started, 1e-9)
                 progress.set_postfix(loss=f"{out.loss.item():.3f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
                 if self.state.global_step % config.log_every_steps == 0:
@@ -600,8 +605,7 @@ class Trainer:
         from accelerate.utils import gather_object
 
         digests = gather_object([_bank_digest(self.score_bank)])
-        initial = torch.tensor(self.score_bank.initial_score, dtype=self.score_bank.dtype)
-        updated = int((self.score_bank.scores != initial).any(dim=1).sum())
+        updated = int(self.score_bank.visited.sum())
         return {"score_bank_digests": digests, "score_bank_updated_rows": updated}
 
     def finish(self) -> dict:
