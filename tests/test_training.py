@@ -393,6 +393,18 @@ def test_lora_finetune_names_its_base_and_keeps_the_classifier(data, tiny_gadms_
     assert not torch.allclose(fresh, trained)
 
 
+def test_finetune_names_a_split_without_training_records(data, tiny_gadms_dir, tmp_path, capsys):
+    from training.finetune import main
+
+    config = _config(tmp_path / "c.yaml", objective="irra", benchmark="cuhk-pedes", data_root=str(data["cuhk"]),
+                     model=str(tiny_gadms_dir), output_dir=str(tmp_path / "ft"), data_split="training")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(config)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "no training records in split 'training'" in err and "test, train, validation" in err
+
+
 def test_finetune_checks_before_loading_data(tiny_gadms_dir, tmp_path):
     from training.config import load_config
     from training.finetune import main, preflight

@@ -52,6 +52,9 @@ def main(argv=None) -> dict:
     except ValueError as error:
         parser.error(str(error))
     splits = load_benchmark(config.benchmark, config.data_root)
+    if config.data_split not in splits or len(splits[config.data_split]) == 0:
+        parser.error(f"{config.benchmark} in {config.data_root} has no training records in split "
+                     f"{config.data_split!r} (splits with records: {', '.join(sorted(splits)) or 'none'})")
     train = splits[config.data_split]
     if config.max_train_samples:
         train = train.select(range(min(config.max_train_samples, len(train))))
