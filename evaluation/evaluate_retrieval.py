@@ -303,6 +303,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     except SplitNotFoundError as err:
         fail(str(err))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.no_progress:  # transformers' own bar too (loading the weights)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
         model, processor = load_model_and_processor(
             args.model, device=device, trust_remote_code=args.trust_remote_code

@@ -145,6 +145,19 @@ def test_cli_end_to_end(tmp_path, tiny_gadms_dir, tiny_model):
     assert "captions" in proc.stderr  # tqdm progress bars (stderr)
 
 
+def test_cli_no_progress_hides_every_bar(tmp_path, tiny_gadms_dir):
+    """--no-progress: no bar at all on stderr, transformers' own (loading the weights) included."""
+    write_benchmark(tmp_path / "data", "rstpreid", LAYOUT)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(
+        [sys.executable, str(CLI), "--model", str(tiny_gadms_dir), "--benchmark", "rstpreid", "--data-root",
+         str(tmp_path / "data"), "--device", "cpu", "--no-progress", "--output", str(tmp_path / "r.json")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "%|" not in proc.stderr and "it/s" not in proc.stderr, proc.stderr[-3000:]
+
+
 def test_cli_in_process_options(tmp_path, tiny_gadms_dir, capsys):
     from evaluation.evaluate_retrieval import main
 
