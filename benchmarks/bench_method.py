@@ -42,6 +42,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import os
 import statistics
 import sys
@@ -302,7 +303,16 @@ def main() -> None:
         "seconds": round(time.time() - started, 1),
         "load_avg": round(os.getloadavg()[0], 2),
     }
-    print(json.dumps(summary))
+    print(json.dumps(_json_safe(summary)))
+
+
+def _json_safe(value):
+    """`value` with every NaN (an AUC over no noisy caption, e.g. at noise 0) as null: strict JSON."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 if __name__ == "__main__":

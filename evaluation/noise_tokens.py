@@ -115,6 +115,8 @@ def _encoder(model):
 
 def _tokenize(processor, texts: Sequence[str]) -> list[list[int]]:
     tokenizer = getattr(processor, "tokenizer", processor)
+    if not len(texts):  # no caption (e.g. a split without noise): tokenizers refuse an empty batch
+        return []
     return tokenizer(list(texts), padding=False, truncation=True, max_length=tokenizer.model_max_length)["input_ids"]
 
 

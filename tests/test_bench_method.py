@@ -35,3 +35,19 @@ def test_bench_method_runs_its_arms_in_two_workers_and_prints_its_json(tmp_path)
     assert len(banks) == 2 and all(0 <= auc <= 1 for auc in banks)
     ceiling = summary["noise_auc_ceiling"]
     assert 0.5 < ceiling["words"] < ceiling["image_aware"] <= 1
+
+
+def test_bench_method_without_noise_reports_null_aucs_in_strict_json(tmp_path):
+    """At noise 0 there is no noisy caption to score: the AUCs are null (strict JSON), not a crash or NaN."""
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_method.py", "--identities", "40", "--test-persons", "4", "--max-steps",
+         "2", "--seeds", "0", "--noise", "0", "--arms", "gadms", "--epochs", "1", "--jobs", "1",
+         "--work", str(tmp_path)],
+        cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    summary = json.loads(result.stdout.strip().splitlines()[-1], parse_constant=refuse)
+    assert summary["gass_noise_auc"] is None and summary["noise_auc_ceiling"] == {"words": None, "image_aware": None}

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from dataset_builders.synthetic import SyntheticPersonConfig, generate_records
 from evaluation import noise_token_auc, noise_token_auc_of, noise_token_auc_on_split, noise_token_labels
-from evaluation.noise_tokens import occlusion_scores
+from evaluation.noise_tokens import label_noise_tokens, noise_token_auc_ceiling, occlusion_scores
 from modeling_gadms import GADMSModel
 from modeling_gadms.masking import shuffle_scores
 
@@ -110,6 +110,13 @@ def test_auc_of_a_model_on_a_split(tiny_model, tiny_processor):
         noise_token_auc_on_split(tiny_model, tiny_processor, [{"image": None, "caption1": "a", "caption2": "b"}])
     with pytest.raises(ValueError, match="unknown method"):
         noise_token_auc_of(tiny_model, tiny_processor, images, texts, clean, method="attention")
+    # a split without noise (built with noise 0): no caption to score, an AUC of nan, not a crash
+    clean_rows = [{**row, "caption1": row["caption1_clean"]} for row in rows]
+    for method in ("gass-paper", "occlusion"):
+        empty = noise_token_auc_on_split(tiny_model, tiny_processor, clean_rows, method=method)
+        assert empty.captions == 0 and math.isnan(empty.auc)
+    assert label_noise_tokens(tiny_processor, [], []) == []
+    assert noise_token_auc_ceiling(tiny_processor, [], [], {"red"})["captions"] == 0
 
 
 def test_an_oracle_score_gets_auc_one_and_its_reverse_zero(tiny_model, tiny_processor, monkeypatch):
