@@ -107,3 +107,60 @@ def test_adapter_card_names_its_base_and_peft(tiny_gadms_dir, synthetic, tmp_pat
     assert "num_identities=12" in text and "PeftModel.from_pretrained" in text
     paths = loaded_paths(text)
     assert str(final) in paths and all(Path(path).exists() for path in paths), paths
+
+
+def test_card_names_the_script_and_objective_that_trained_it(synthetic, tmp_path):
+    """pretrain.py (training data set) with either objective, finetune.py (a benchmark); the objective described
+    as what it is: IRRA has no dual masking."""
+    from training.card import write_model_card
+
+    cases = [(_config(data=str(synthetic["webperson"])), "training/pretrain.py` with the gadms objective",
+              "dual masking"),
+             (_config(data=str(synthetic["webperson"]), objective="irra"),
+              "training/pretrain.py` with the irra objective", "the IRRA recipe"),
+             (_config(objective="irra", benchmark="cuhk-pedes", data_root=str(synthetic["cuhk"])),
+              "training/finetune.py` with the irra objective", "the IRRA recipe")]
+    for number, (config, script, objective) in enumerate(cases):
+        folder = tmp_path / str(number)
+        folder.mkdir()
+        write_model_card(folder, config, METRICS, final_directory=folder)
+        text = " ".join((folder / "README.md").read_text().split())
+        assert script in text and objective in text, text[:600]
+        if config.objective == "irra":
+            assert "dual masking" not in text
+
+
+def test_card_says_what_was_trained_when_it_differs_from_the_plan(synthetic, tmp_path):
+    from training.card import write_model_card
+
+    write_model_card(tmp_path, _config(data=str(synthetic["webperson"]), epochs=2), METRICS,
+                     final_directory=tmp_path, trained="4 steps (0.25 of 2 epochs)")
+    rows = [line for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| ")]
+    assert rows[rows.index("| epochs | 2 |") + 1] == "| trained | 4 steps (0.25 of 2 epochs) |"
+
+
+def test_merged_copy_of_a_pushed_adapter_is_loaded_from_its_subfolder(tiny_gadms_dir, synthetic, tmp_path):
+    """The adapter's card and the merged copy's name the hub repo's `merged/` subfolder (not a local path), with
+    `adapter_kwargs` so that transformers does not take the adapter at the repo's root instead; the same call
+    loads a local folder laid out that way."""
+    import shutil
+
+    from transformers import AutoModel
+
+    from training.card import write_model_card
+
+    config = _config(model="org/gadms-base", lora=True, data=str(synthetic["webperson"]))
+    adapter, merged = tmp_path / "last", tmp_path / "last" / "merged"
+    merged.mkdir(parents=True)
+    write_model_card(adapter, config, METRICS, repo_id="org/gadms-lora", final_directory=adapter,
+                     base_model="org/gadms-base", merged=True)
+    write_model_card(merged, config, METRICS, repo_id="org/gadms-lora", final_directory=merged)
+    call = 'from_pretrained("org/gadms-lora", subfolder="merged", adapter_kwargs={"subfolder": "merged"})'
+    assert call in (adapter / "README.md").read_text() and call in (merged / "README.md").read_text()
+    assert str(tmp_path) not in (adapter / "README.md").read_text()
+    # a folder with an adapter at its root (base: a path that does not exist here) and a full model in merged/
+    local = tmp_path / "repo"
+    shutil.copytree(tiny_gadms_dir, local / "merged")
+    (local / "adapter_config.json").write_text('{"peft_type": "LORA", "base_model_name_or_path": "../nowhere"}')
+    model = AutoModel.from_pretrained(str(local), subfolder="merged", adapter_kwargs={"subfolder": "merged"})
+    assert type(model).__name__ == "GADMSModel"

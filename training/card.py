@@ -19,11 +19,18 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 SYNTHETIC_NAME = "GA-DMS synthetic persons"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
+#: What each training objective is, for the card's first lines.
+OBJECTIVES = {
+    "gadms": "gradient-attention guided dual masking: SDM on the noise-masked caption and masked-token "
+             "prediction",
+    "irra": "the IRRA recipe: SDM on the clean caption, identity loss and random masked-language modelling",
+}
+
 USE_MODEL = """```python
 import modeling_gadms  # or pass trust_remote_code=True
 from transformers import AutoModel, AutoProcessor
 
-model = AutoModel.from_pretrained("{{ repo }}"{{ subfolder }})
+model = AutoModel.from_pretrained("{{ repo }}"{{ subfolder }}{{ model_extra }})
 processor = AutoProcessor.from_pretrained("{{ repo }}"{{ subfolder }})
 batch = processor(text=["a woman in a red coat with a black backpack"], images=[person_crop])
 text = model.get_text_features(batch["input_ids"], batch["attention_mask"])
@@ -50,7 +57,7 @@ processor = AutoProcessor.from_pretrained("{{ repo }}")
 ```{% if merged %}
 
 The same model with the adapters merged in is in `merged/`:
-`AutoModel.from_pretrained("{{ merged }}")`.{% endif %}"""
+`AutoModel.from_pretrained({{ merged }})`.{% endif %}"""
 
 TEMPLATE = """---
 {{ card_data }}
@@ -58,8 +65,8 @@ TEMPLATE = """---
 
 # {{ model_name }}
 
-A GA-DMS text-to-person retrieval model (CLIP dual encoder trained with gradient-attention guided dual
-masking), trained with this project's `training/{{ script }}.py` ({{ objective }} objective).
+A GA-DMS text-to-person retrieval model (CLIP dual encoder), trained with this project's
+`training/{{ script }}.py` with the {{ objective }} objective ({{ objective_text }}).
 
 ## Use
 
@@ -170,7 +177,7 @@ def relative_base(base: str, directory: str | Path) -> str:
 
 def write_model_card(directory: str | Path, config, metrics: dict | None = None, repo_id: str | None = None,
                      final_directory: str | Path | None = None, base_model: str | None = None,
-                     num_identities: int = 0, merged: bool = False) -> Path:
+                     num_identities: int = 0, merged: bool = False, trained: str | None = None) -> Path:
     """Write `README.md` with `model-index` results (when `metrics` are given) into a model directory.
 
     `final_directory` is where the folder will live once saved (cards are written into a temporary folder that
@@ -198,6 +205,8 @@ def write_model_card(directory: str | Path, config, metrics: dict | None = None,
     settings = [(k, config.to_dict()[k]) for k in ("objective", "objective_preset", "objective_overrides",
                                                    "epochs", "batch_size", "learning_rate",
                                                    "mixed_precision", "lora")]
+    if trained:  # what was trained, where it differs from the plan (`max_steps`, a best-on-validation model)
+        settings.insert(settings.index(("epochs", config.epochs)) + 1, ("trained", trained))
     settings = [("model", _model_name(config.model, final)), ("training data", training_data), *settings]
     if base_model is not None:
         resolved = os.path.normpath(final / base_model)  # `final` may not exist yet: no `..` through it
@@ -206,27 +215,37 @@ def write_model_card(directory: str | Path, config, metrics: dict | None = None,
         identities = f", num_identities={num_identities}" if num_identities else ""
         usage = _render(USE_ADAPTER, base_model=base_model, base_is_path=base_is_path, base_path=base_path,
                         repo=repo, num_identities=num_identities, identities=identities,
-                        merged=str(final / "merged") if merged else "")
+                        merged=_merged_call(final, repo_id) if merged else "")
         card_data = ModelCardData(library_name="peft", base_model=base_model, license="apache-2.0",
                                   tags=["person-retrieval", "ga-dms", "clip", "lora"], model_name=name,
                                   eval_results=eval_results)
     else:
-        subfolder = ""
-        if repo_id and final.name == "merged":
-            subfolder = ', subfolder="merged"'
-        usage = _render(USE_MODEL, repo=repo, subfolder=subfolder)
+        subfolder = model_extra = ""
+        if repo_id and final.name == "merged":  # `adapter_kwargs`: not the adapter beside it (peft installed)
+            subfolder, model_extra = ', subfolder="merged"', ', adapter_kwargs={"subfolder": "merged"}'
+        usage = _render(USE_MODEL, repo=repo, subfolder=subfolder, model_extra=model_extra)
         card_data = ModelCardData(library_name="transformers", license="apache-2.0",
                                   tags=["person-retrieval", "ga-dms", "clip"], model_name=name,
                                   eval_results=eval_results)
     card = ModelCard.from_template(
         card_data, template_str=TEMPLATE, model_name=name, usage=usage,
-        script="pretrain" if config.objective == "gadms" else "finetune", objective=config.objective,
+        script="pretrain" if config.data else "finetune", objective=config.objective,
+        objective_text=OBJECTIVES.get(config.objective, config.objective),
         settings=settings, metrics=metrics, dataset_name=data["name"], split=split,
         row=" | ".join(f"{float(metrics[k]):.2f}" for k in ("R1", "R5", "R10", "mAP", "mINP") if k in metrics)
         if metrics else "",
     )
     card.save(directory / "README.md")
     return directory / "README.md"
+
+
+def _merged_call(final: Path, repo_id: str | None) -> str:
+    """The arguments of `AutoModel.from_pretrained` that load the merged copy beside an adapter: its folder, or
+    the hub repo's `merged/` subfolder. `adapter_kwargs` keeps transformers from taking the adapter at the repo's
+    root for the model to load (it looks there whatever `subfolder` says, when peft is installed)."""
+    if repo_id:
+        return f'"{repo_id}", subfolder="merged", adapter_kwargs={{"subfolder": "merged"}}'
+    return f'"{final / "merged"}"'
 
 
 def _model_name(model: str, final: Path) -> str:

@@ -47,6 +47,7 @@ class TrainState:
     skipped_images: int = 0
     best_metric: float = -1.0
     best_epoch: int = -1
+    best_step: int = -1
 
     def state_dict(self) -> dict:
         return dict(self.__dict__)
@@ -507,7 +508,8 @@ class Trainer:
             record.update({f"val_{k}": v for k, v in metrics.items()})
             if metrics["R1"] > self.state.best_metric:
                 self.state.best_metric, self.state.best_epoch = metrics["R1"], epoch
-                self.save_model(self.output_dir / "best")
+                self.state.best_step = self.state.global_step
+                self.save_model(self.output_dir / "best", trained=self._trained(best=True))
         record.update(self._score_bank_noise())
         if set(record) - {"epoch", "step_in_epoch"}:  # validation or score-bank figures to log
             self.log(record)
@@ -542,7 +544,7 @@ class Trainer:
     # -- exporting ----------------------------------------------------------------------------------------
 
     def save_model(self, directory: Path, metrics: dict | None = None, merge: bool | None = None,
-                   repo_id: str | None = None) -> Path:
+                   repo_id: str | None = None, trained: str | None = None) -> Path:
         """Save a loadable model directory (weights, processor, code, card); LoRA runs save the adapter, and with
         `merge` (default `config.merge_lora`) also a merged model under `<directory>/merged`.
 
@@ -571,24 +573,34 @@ class Trainer:
                 adapter_config = json.loads(config_file.read_text(encoding="utf-8"))
                 adapter_config["base_model_name_or_path"] = relative_base(self.config.model, directory)
                 config_file.write_text(json.dumps(adapter_config, indent=2, sort_keys=True), encoding="utf-8")
-            self._write_cards(temporary, directory, metrics, repo_id=repo_id)
+            self._write_cards(temporary, directory, metrics, repo_id=repo_id, trained=trained)
             if directory.exists():
                 shutil.rmtree(directory)
             temporary.rename(directory)
         accelerator.wait_for_everyone()
         return directory
 
+    def _trained(self, best: bool = False) -> str:
+        """What a saved model was trained for, for its card: optimizer steps and epochs (`max_steps` may stop a run
+        before its `epochs`), and for the best-on-validation model the epoch it was chosen at."""
+        step = self.state.best_step if best else self.state.global_step
+        epochs = step / self.steps_per_epoch
+        text = f"{step} steps ({epochs:.3g} of {self.config.epochs} epochs)"
+        if best:
+            text += f", chosen on validation R@1 in epoch {self.state.best_epoch + 1}"
+        return text
+
     def _write_cards(self, folder: Path, final: Path, metrics: dict | None,
-                     repo_id: str | None = None) -> None:
+                     repo_id: str | None = None, trained: str | None = None) -> None:
         """The model cards of a saved folder (`folder`, to be `final`): the model's, or the adapter's and its
         merged copy's."""
         from .card import relative_base, write_model_card
 
         if (folder / "merged").is_dir():
             write_model_card(folder / "merged", self.config, metrics, repo_id=repo_id,
-                             final_directory=final / "merged")
+                             final_directory=final / "merged", trained=trained)
         if not self.config.lora:
-            write_model_card(folder, self.config, metrics, repo_id=repo_id, final_directory=final)
+            write_model_card(folder, self.config, metrics, repo_id=repo_id, final_directory=final, trained=trained)
             return
         model = self.accelerator.unwrap_model(self.model)
         saved = set(getattr(model.peft_config.get("default"), "modules_to_save", None) or [])
@@ -596,7 +608,7 @@ class Trainer:
         num_identities = classifier.out_features if classifier is not None and "classifier" in saved else 0
         write_model_card(folder, self.config, metrics, repo_id=repo_id, final_directory=final,
                          base_model=relative_base(self.config.model, final), num_identities=num_identities,
-                         merged=(folder / "merged").is_dir())
+                         merged=(folder / "merged").is_dir(), trained=trained)
 
     def _score_bank_consistency(self) -> dict:
         """Digests of every process's score bank (identical when the per-step gathers kept them in sync)."""
@@ -616,7 +628,7 @@ class Trainer:
         if self.test_split is not None and self.accelerator.is_main_process:
             test_metrics = self.evaluate(self.test_split)
         results["last"] = test_metrics
-        self.save_model(last_dir, metrics=test_metrics, repo_id=self.config.push_to_hub)
+        self.save_model(last_dir, metrics=test_metrics, repo_id=self.config.push_to_hub, trained=self._trained())
         best_dir = self.output_dir / "best"
         if self.test_split is not None and best_dir.is_dir() and self.accelerator.is_main_process:
             from .validation import load_for_evaluation, evaluate_split
@@ -624,7 +636,7 @@ class Trainer:
             best_model = load_for_evaluation(best_dir, self.config).to(self.accelerator.device)
             results["best"] = evaluate_split(best_model, self.processor, self.test_split,
                                              batch_size=self.config.eval_batch_size, device=self.accelerator.device)
-            self._write_cards(best_dir, best_dir, results["best"])
+            self._write_cards(best_dir, best_dir, results["best"], trained=self._trained(best=True))
         consistency = self._score_bank_consistency()
         if self.accelerator.is_main_process:
             summary = {**results, "best_epoch": self.state.best_epoch, "skipped_images": self.state.skipped_images,
