@@ -251,6 +251,8 @@ def _index_locked(args: argparse.Namespace, images: Path, out: Path) -> int:
 
 def run_search(args: argparse.Namespace) -> int:
     """``gadms search``."""
+    if not args.text.strip():
+        raise ValueError("the description to search for is empty")
     index = GalleryIndex.load(args.index_dir, ivf=args.backend in ("auto", "faiss-ivf"))
     if not len(index):
         print(f"the index in {args.index_dir} holds no images (built from {index.root})")

@@ -220,16 +220,35 @@ def _embed_files(
                 try:
                     chunks.append(embed(images))
                     done.extend(names)
+                except (MemoryError, torch.OutOfMemoryError):
+                    raise  # the machine's problem, not a file's: stop (nothing is saved over the index)
                 except Exception:  # one bad image fails its batch: embed the batch one image at a time
+                    failures = []
                     for name, image in zip(names, images):
                         try:
                             chunks.append(embed([image]))
                             done.append(name)
-                        except Exception as err:  # noqa: BLE001 (report any failure as a skipped file)
-                            skipped.append((name, f"{type(err).__name__}: {err}"))
+                        except (MemoryError, torch.OutOfMemoryError):
+                            raise
+                        except Exception as err:  # noqa: BLE001 (a file the model cannot take is skipped)
+                            failures.append((name, f"{type(err).__name__}: {err}"))
+                    reasons = {reason for _, reason in failures}
+                    if len(failures) == len(names) and (not done or (len(names) > 1 and len(reasons) == 1)):
+                        # every picture fails the same way (or none was ever embedded): the model or its
+                        # processor is at fault, not the files; stop rather than index nothing
+                        raise ValueError(f"the model cannot embed these images ({failures[0][1]}); "
+                                           f"check --model and its processor (first file: {failures[0][0]})")
+                    skipped.extend(failures)
             bar.update(len(paths[start : start + batch_size]))
     embeddings = torch.cat(chunks) if chunks else torch.empty(0, 0)
     return done, embeddings, skipped
+
+
+def _readable_as_the_umask_allows(path: Path) -> None:
+    """Give `path` the mode a newly created file gets (0666 less the umask), as `open` would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 @dataclass
@@ -436,6 +455,7 @@ class GalleryIndex:
         header = {"format": INDEX_FORMAT, "version": str(INDEX_VERSION), "index": json.dumps(meta)}
         partial = out / (EMBEDDINGS_FILE + TMP_SUFFIX)
         save_file(tensors, str(partial), metadata=header)
+        _readable_as_the_umask_allows(partial)  # safetensors writes 0600; index.json gets the umask's mode
         _fsync(partial)
         os.replace(partial, out / EMBEDDINGS_FILE)  # the commit
         _fsync(out)

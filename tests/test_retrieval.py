@@ -716,3 +716,33 @@ def test_explain_html_and_png_show_the_image_beside_the_tokens(tmp_path):
         assert colour not in {pixel for _, pixel in plain.getcolors(1 << 16)}
         strip = drawn.crop((4 + 38 + 8, 0, 900, 40))  # the tokens, right of the 38 x 192 crop
         assert any(pixel[0] == 255 and pixel[1] < 200 for _, pixel in strip.getcolors(1 << 16))
+
+
+def test_index_with_a_model_that_cannot_take_the_images_is_an_error_not_skipped_files(
+    tiny_processor, images_dir, built_index, tmp_path, capsys
+):
+    """A processor sized for another model fails on every picture the same way: one error naming the model,
+    exit 1, and an index already in the folder stays as it was (before: every file "skipped", an empty index)."""
+    import shutil
+
+    folder = tmp_path / "clip"
+    _tiny_clip_dir(folder, tiny_processor)  # a 32x32 CLIP with a 64x32 processor
+    out = tmp_path / "idx"
+    shutil.copytree(built_index[0], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    code = main(["index", "--model", str(folder), "--images", str(images_dir), "--out", str(out), "--no-progress"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "gadms index: error: the model cannot embed these images" in err and "--model" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_search_refuses_an_empty_description_and_index_files_share_one_mode(built_index, capsys):
+    out = built_index[0]
+    for text in ("", "   "):
+        assert main(["search", str(out), text]) == 1
+        assert "gadms search: error: the description to search for is empty" in capsys.readouterr().err
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file() and p.suffix != ".lock"}
+    assert modes["embeddings.safetensors"] == 0o666 & ~umask and len(set(modes.values())) == 1, modes
