@@ -31,7 +31,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import gradio as gr  # noqa: E402
 
 from evaluation.embedding import load_model_and_processor  # noqa: E402
-from retrieval.explain import explain, render_html  # noqa: E402
+from retrieval.explain import NotGADMSModelError, explain, render_html  # noqa: E402
 from retrieval.index import EMBEDDINGS_FILE, GalleryIndex, normalise_model_id, search_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -76,7 +76,10 @@ def run_query(index: GalleryIndex, model: Any, processor: Any, query: str | None
              for hit in hits]
     if not hits:
         return [], _message("The gallery is empty.")
-    scores = explain(model, processor, text, image=hits[0].path)
+    try:
+        scores = explain(model, processor, text, image=hits[0].path)
+    except NotGADMSModelError:  # any model searches; token scores are GA-DMS's alone
+        return items, _message("Token scores need a GA-DMS model; this index was made with another.")
     header = (f'<p class="gadms-token-header">GASS token scores of the query against #1 '
               f"({html.escape(_relative(hits[0].path, index.root))})</p>")
     return items, header + render_html(scores)

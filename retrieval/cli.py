@@ -42,7 +42,7 @@ from .index import (
     write_skipped,
 )
 from .render import THUMBNAIL_SIDE, html_page, render_hits_html
-from .search import BACKENDS, FAISS_THRESHOLD, IVF_THRESHOLD
+from .search import BACKENDS, FAISS_THRESHOLD, IVF_THRESHOLD, import_faiss
 
 __all__ = ["IndexBusyError", "build_parser", "main"]
 
@@ -264,6 +264,8 @@ def run_search(args: argparse.Namespace) -> int:
             f"the index in {args.index_dir} has no IVF index: building one in memory ({len(index)} images; "
             "`gadms index --update --ivf always` saves one)", file=sys.stderr,
         )  # fmt: skip
+    if args.backend in ("faiss", "faiss-ivf"):
+        import_faiss()  # before loading the model
     model, processor = load_model_and_processor(args.model or index.model, device=_device(args.device))
     hits = search_text(
         index, model, processor, args.text, k=args.k, backend=args.backend, nprobe=args.nprobe

@@ -376,6 +376,8 @@ class GalleryIndex:
         """
         if ivf not in IVF_CHOICES:
             raise ValueError(f"ivf (--ivf) must be one of {', '.join(IVF_CHOICES)}, got {ivf!r}")
+        if ivf == "always":
+            import_faiss()  # before the embedding, which a missing package would otherwise throw away
         model_id = normalise_model_id(model_id)
         root = Path(images_dir).expanduser().resolve()
         paths = find_images(root)

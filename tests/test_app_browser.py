@@ -228,3 +228,17 @@ def test_search_page_shows_results_and_token_scores(served_app, browser, tmp_pat
         assert outside == []
     finally:
         page.close()
+
+
+def test_run_query_of_a_model_that_is_not_gadms_still_shows_its_results(app, gallery_index, model_and_processor,
+                                                                       monkeypatch):
+    """Any model searches; only the token-score panel needs GA-DMS: it says so instead of failing the query."""
+    from retrieval.explain import NotGADMSModelError
+
+    def refuse(*args, **kwargs):
+        raise NotGADMSModelError("not GA-DMS")
+
+    expected, _ = app.run_query(gallery_index, *model_and_processor, QUERY, K)
+    monkeypatch.setattr(app, "explain", refuse)
+    items, token_html = app.run_query(gallery_index, *model_and_processor, QUERY, K)
+    assert items == expected and "need a GA-DMS model" in token_html

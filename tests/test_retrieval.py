@@ -466,6 +466,12 @@ def test_missing_faiss_names_the_extra(monkeypatch):
         faiss_topk(torch.eye(3), torch.eye(3), 1)
     with pytest.warns(UserWarning, match="not installed"):
         assert resolve_backend("auto", 10**6) == "torch"
+    # `--ivf always` without FAISS fails before any picture is embedded
+    calls = []
+    monkeypatch.setattr("retrieval.index._embed_files", lambda *args, **kwargs: calls.append(1))
+    with pytest.raises(ImportError, match=r"gadms\[search\]"):
+        GalleryIndex.build(None, None, Path("."), model_id="m", ivf="always")
+    assert calls == []
 
 
 @needs_faiss
