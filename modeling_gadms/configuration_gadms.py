@@ -294,8 +294,8 @@ class GADMSObjectiveConfig:
         for name in ("sdm_loss_weight", "mtp_loss_weight", "id_loss_weight", "mlm_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not self.mask_lambda > 0:
-            raise ValueError(f"mask_lambda (the masking curves' steepness) must be positive, got {self.mask_lambda}")
+        if not self.mask_lambda >= 0:  # 0: flat curves (every token at half the view's alpha)
+            raise ValueError(f"mask_lambda (the masking curves' steepness) must be >= 0, got {self.mask_lambda}")
 
     @classmethod
     def from_preset(cls, name: str = "paper", **overrides) -> "GADMSObjectiveConfig":

@@ -165,7 +165,7 @@ def test_unknown_preset_and_unknown_setting():
         ({"mtp_loss_weight": -1.0}, "mtp_loss_weight must be >= 0"),
         ({"mtp_loss_weight": "abc"}, "mtp_loss_weight must be a number, got 'abc'"),
         ({"mask_lambda": "abc"}, "mask_lambda must be a number, got 'abc'"),
-        ({"mask_lambda": 0}, "mask_lambda .* must be positive"),
+        ({"mask_lambda": -1}, "mask_lambda .* must be >= 0"),
         ({"mask_alpha_noise": True}, "mask_alpha_noise must be a number, got True"),
         ({"gass_layers": 2.5}, "gass_layers must be a whole number, got 2.5"),
         ({"gass_scales": "12"}, "gass_scales must be a list"),
